@@ -1,0 +1,269 @@
+"""TrainConfig: the one list of settings, loaded from YAML with `--key value` overrides.
+
+Key names follow the seed project (nanoAudioDiffusion) so its YAML files load unchanged.
+Every value is type-checked; an unknown key or a bad value raises ConfigError naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, fields
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or override: printed as one line, no traceback."""
+
+
+@dataclass
+class TrainConfig:
+    # Data: a prepared dataset directory (scripts/prepare_ljspeech.py) and what to take from it.
+    data_dir: str = "data/ljspeech"
+    overfit_first_n_samples: int = 0  # >0: train on the first N training utterances only
+    block_size: int = 1024  # max mel frames per utterance (longer ones are skipped), ~11.9 s
+    max_text_length: int = 256  # max ByT5 byte tokens per utterance (longer ones are skipped)
+    num_workers: int = 2
+    prefetch_factor: int = 4
+    bucket_batches: int = 64  # batches per length-sorted pool; 1 = plain shuffled batches
+
+    # The mel is fixed by the BigVGAN 22 kHz 80-band fmax 8 kHz vocoder; these must match it.
+    n_mels: int = 80
+    sample_rate: int = 22050
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    mel_f_min: float = 0.0
+    mel_f_max: float = 8000.0
+    mel_mean: typing.Optional[float] = None  # None: take the prepared dataset's statistics
+    mel_std: typing.Optional[float] = None
+
+    # Tail-silence augmentation: teaches the model (and duration predictor) trailing pauses.
+    silence_prob: float = 0.0
+    max_silence_sec: float = 0.5
+
+    # Text conditioning: a frozen ByT5 encoder, or a trained byte embedding (ablation).
+    text_encoder: str = "byt5"  # byt5 | byte_embedding
+    text_encoder_name: str = "google/byt5-small"  # hub name or local directory
+    text_encoder_trainable: bool = False  # seed key; only False is supported (frozen encoder)
+    text_embedding_trainable: bool = False  # seed key; only False is supported
+    cache_text_features: bool = True  # encode each utterance once, not every step
+    text_condition_dropout: float = 0.1  # drop text for classifier-free guidance
+
+    # Transformer mel flow decoder.
+    decoder_d_model: int = 1024
+    decoder_n_layer: int = 8
+    decoder_n_head: int = 4
+    decoder_dropout: float = 0.0
+    rope_theta: float = 10000.0
+
+    # Losses and flow-matching time sampling (t=0 noise, t=1 data; t ~ sigmoid(N(mean, std))).
+    lambda_duration: float = 0.1
+    timestep_logit_mean: float = -0.8
+    timestep_logit_std: float = 0.8
+    diffusion_train_steps: int = 0  # >1: quantize t to this many levels as the seed did
+
+    # Optimizer and schedule.
+    optimizer: str = "muon"  # muon (2-D weights) + adamw (rest) | adamw
+    batch_size: int = 16  # per GPU, per micro-step
+    effective_batch_size: int = 0  # >0: grad accumulation so batch_size*world*accum equals it
+    grad_accum_steps: int = 1  # used when effective_batch_size is 0
+    lr: float = 1e-3
+    min_lr: float = 6e-5
+    cosine_lr: bool = True
+    weight_decay: float = 0.1
+    warmup_steps: int = 500
+    max_steps: int = 200000
+    lr_schedule_steps: int = 0  # 0: schedule over max_steps
+    max_epochs: int = 0  # >0: stop after this many passes over the training set
+    max_train_seconds: float = 0.0  # >0: stop (and save) after this much training time
+    grad_clip: float = 1.0
+    max_bad_steps: int = 10  # consecutive non-finite steps before the run stops
+    ema_decay: float = 0.0  # >0: keep an EMA of the weights for sampling
+    seed: int = 1234
+    dtype: str = "bf16"  # bf16 autocast on CUDA; fp32 everywhere else
+    compile: bool = False
+
+    # Run directory, logging and checkpoints.
+    out_dir: str = ".artifacts/local/run"
+    init_from: str = ""  # start from another run's weights (fresh optimizer and step)
+    log_interval: int = 10
+    val_interval: int = 1000  # held-out flow loss
+    save_interval: int = 1000
+    keep_checkpoints: int = 3
+    wandb_project: str = ""  # empty: no W&B; otherwise offline unless WANDB_MODE says so
+
+    # In-loop evaluation: sample, vocode, transcribe, WER (rank 0).
+    eval_interval: int = 0
+    eval_prompts: str = "eval/libritts_samples.txt"  # or "overfit": the training texts
+    eval_num_samples: int = 4  # 0: all prompts
+    eval_steps: int = 32
+    eval_cfg_scale: float = 2.0
+    eval_whisper_model: str = "base.en"
+    eval_whisper_device: str = ""
+    eval_asr: str = "auto"  # auto | openai-whisper | faster-whisper | none
+    eval_vocoder: str = "auto"  # auto | bigvgan | hifigan | griffinlim
+    eval_vocoder_model: str = "nvidia/bigvgan_v2_22khz_80band_fmax8k_256x"
+
+
+CHOICES = {
+    "text_encoder": ("byt5", "byte_embedding"),
+    "optimizer": ("muon", "adamw"),
+    "dtype": ("bf16", "fp32"),
+    "eval_asr": ("auto", "openai-whisper", "faster-whisper", "none"),
+    "eval_vocoder": ("auto", "bigvgan", "hifigan", "griffinlim"),
+}
+# The audio front end is fixed (audio.py); a config may restate it but not change it.
+FIXED = {"n_mels": 80, "sample_rate": 22050, "n_fft": 1024, "hop_length": 256,
+         "win_length": 1024, "mel_f_min": 0.0, "mel_f_max": 8000.0,
+         "text_encoder_trainable": False, "text_embedding_trainable": False}
+POSITIVE = ("block_size", "max_text_length", "batch_size", "grad_accum_steps", "max_steps",
+            "decoder_d_model", "decoder_n_layer", "decoder_n_head", "log_interval",
+            "save_interval", "val_interval", "eval_steps", "keep_checkpoints", "max_bad_steps",
+            "bucket_batches", "prefetch_factor")
+NON_NEGATIVE = ("overfit_first_n_samples", "num_workers", "silence_prob", "max_silence_sec",
+                "text_condition_dropout", "decoder_dropout", "lambda_duration",
+                "effective_batch_size", "lr", "min_lr", "weight_decay", "warmup_steps",
+                "lr_schedule_steps", "max_epochs", "max_train_seconds", "grad_clip",
+                "ema_decay", "eval_interval", "eval_num_samples", "eval_cfg_scale",
+                "diffusion_train_steps")
+
+
+def _field_types() -> dict[str, type]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def coerce(key: str, value, kind) -> object:
+    """Convert a YAML or command-line value to the field's type, or raise ConfigError."""
+    optional = typing.get_origin(kind) is typing.Union
+    base = typing.get_args(kind)[0] if optional else kind
+    if optional and (value is None or str(value).lower() in ("none", "null", "")):
+        return None
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if base is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r}: cannot read {value!r} as {base.__name__}") from None
+
+
+def validate(cfg: TrainConfig) -> None:
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {allowed}")
+    for key, fixed in FIXED.items():
+        if getattr(cfg, key) != fixed:
+            raise ConfigError(f"config key {key!r}: must be {fixed!r} (fixed by the BigVGAN mel "
+                              f"and the frozen encoder), got {getattr(cfg, key)!r}")
+    for key in POSITIVE:
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"config key {key!r}: must be > 0, got {getattr(cfg, key)!r}")
+    for key in NON_NEGATIVE:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key {key!r}: must be >= 0, got {getattr(cfg, key)!r}")
+    for key in ("silence_prob", "text_condition_dropout", "decoder_dropout"):
+        if getattr(cfg, key) > 1:
+            raise ConfigError(f"config key {key!r}: must be in [0, 1], got {getattr(cfg, key)!r}")
+    if cfg.ema_decay >= 1:
+        raise ConfigError(f"config key 'ema_decay': must be < 1, got {cfg.ema_decay!r}")
+    if cfg.mel_std is not None and cfg.mel_std <= 0:
+        raise ConfigError(f"config key 'mel_std': must be > 0, got {cfg.mel_std!r}")
+    head_dim, rest = divmod(cfg.decoder_d_model, cfg.decoder_n_head)
+    if rest or head_dim % 2:
+        raise ConfigError(f"config keys 'decoder_d_model'/'decoder_n_head': {cfg.decoder_d_model}/"
+                          f"{cfg.decoder_n_head} must give an even integer head size (RoPE)")
+
+
+def apply(cfg: TrainConfig, values: dict, source: str) -> TrainConfig:
+    """Return cfg with `values` applied; unknown keys raise ConfigError listing valid ones."""
+    types = _field_types()
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(f"{source}: unknown config key(s) {', '.join(map(repr, unknown))}; "
+                          f"valid keys: {', '.join(types)}")
+    updates = {key: coerce(key, value, types[key]) for key, value in values.items()}
+    return dataclasses.replace(cfg, **updates)
+
+
+def parse_overrides(argv: list[str]) -> dict[str, str]:
+    """`--key value` / `--key=value` pairs; dashes in keys may be written as in the field."""
+    values, i = {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"expected --key value, got {arg!r}")
+        key = arg[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(argv):
+            value, i = argv[i + 1], i + 2
+        else:
+            raise ConfigError(f"override {arg!r} has no value")
+        values[key.replace("-", "_")] = value
+    return values
+
+
+def load_config(path: str | None = None, overrides: dict | None = None) -> TrainConfig:
+    cfg = TrainConfig()
+    if path:
+        try:
+            with open(path) as f:
+                values = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of key: value")
+        cfg = apply(cfg, values, path)
+    if overrides:
+        cfg = apply(cfg, overrides, "command line")
+    validate(cfg)
+    return cfg
+
+
+def config_from_argv(argv: list[str]) -> TrainConfig:
+    """`--config FILE` plus `--key value` overrides, as train.py takes them."""
+    argv = list(argv)
+    path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ConfigError("--config needs a file")
+        path = argv[i + 1]
+        del argv[i:i + 2]
+    return load_config(path, parse_overrides(argv))
+
+
+def as_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(values: dict) -> TrainConfig:
+    """Rebuild a config stored in a checkpoint (validated like any other)."""
+    cfg = apply(TrainConfig(), values, "checkpoint config")
+    validate(cfg)
+    return cfg
+
+
+if __name__ == "__main__":  # print the resolved config: python config.py --config X --k v
+    try:
+        print(yaml.safe_dump(as_dict(config_from_argv(sys.argv[1:])), sort_keys=False))
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
