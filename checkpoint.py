@@ -1,0 +1,118 @@
+"""Checkpoints: one file holding model, optimizer, step, data position, config and RNG state.
+
+Writes are atomic (temp file, fsync, rename), so a kill at any moment leaves either the old
+or the new `latest.pt`, never half of one. The previous `keep_checkpoints - 1` checkpoints
+stay beside it as `step_<N>.pt`. Reads use `torch.load(weights_only=True)`, which refuses a
+pickle that would run code, and fall back to an older checkpoint when the newest is damaged.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+
+import torch
+
+import config as config_lib
+from model import FlowTTS
+
+LATEST = "latest.pt"
+# Keys that change the shape of the model's weights: resuming with another value is refused.
+SHAPE_KEYS = ("text_encoder", "text_encoder_name", "decoder_d_model", "decoder_n_layer",
+              "decoder_n_head", "n_mels")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one that does not fit the config: names the path and keys."""
+
+
+def trainable_state(model: FlowTTS) -> dict:
+    """The model's weights without the frozen encoder (which is reloaded from its name)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.t5.")}
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(run_dir: str, state: dict, keep: int) -> str:
+    """Write `state` as run_dir/latest.pt atomically; keep the previous keep-1 as step_<N>.pt."""
+    os.makedirs(run_dir, exist_ok=True)
+    latest, tmp = os.path.join(run_dir, LATEST), os.path.join(run_dir, f".{LATEST}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(latest):  # the old one keeps a second name before the new one takes over
+        old_step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["step"]
+        older = os.path.join(run_dir, f"step_{old_step:08d}.pt")
+        if not os.path.exists(older) and old_step != state["step"]:
+            os.link(latest, older)
+    os.replace(tmp, latest)
+    _fsync_dir(run_dir)
+    for stale in candidates(run_dir)[keep:]:
+        if os.path.basename(stale) != LATEST:
+            os.unlink(stale)
+    return latest
+
+
+def candidates(run_dir: str) -> list[str]:
+    """latest.pt first, then step_<N>.pt newest first."""
+    steps = sorted(glob.glob(os.path.join(run_dir, "step_*.pt")),
+                   key=lambda p: int(re.findall(r"\d+", os.path.basename(p))[0]), reverse=True)
+    latest = os.path.join(run_dir, LATEST)
+    return ([latest] if os.path.exists(latest) else []) + steps
+
+
+def load(path: str) -> dict:
+    """Load one checkpoint file; any failure becomes a CheckpointError naming the path."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, unreadable file
+        raise CheckpointError(f"{path}: not a loadable checkpoint "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a checkpoint of this project (no model/config)")
+    return state
+
+
+def load_latest(run_dir: str) -> dict | None:
+    """Newest loadable checkpoint in run_dir (None if there is none); damaged ones are reported."""
+    for path in candidates(run_dir):
+        try:
+            return load(path)
+        except CheckpointError as exc:
+            print(f"warning: {exc}; trying an older checkpoint", file=sys.stderr)
+    if candidates(run_dir):
+        raise CheckpointError(f"{run_dir}: no checkpoint there could be loaded")
+    return None
+
+
+def check_compatible(saved: dict, cfg) -> list[str]:
+    """Refuse a config whose model shape differs; return the other keys that changed."""
+    current = config_lib.as_dict(cfg)
+    shape = [k for k in SHAPE_KEYS if saved.get(k) != current[k]]
+    if shape:
+        raise CheckpointError("checkpoint and config differ in model shape: " + ", ".join(
+            f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in shape))
+    return [f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in current
+            if k in saved and saved[k] != current[k]]
+
+
+def model_from_checkpoint(path: str, device, use_ema: bool = True) -> FlowTTS:
+    """A model ready to sample: config and weights (EMA weights when the run kept them)."""
+    state = load(path)
+    cfg = config_lib.from_dict(state["config"])
+    model = FlowTTS(cfg)
+    weights = state["ema"] if use_ema and state.get("ema") else state["model"]
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith("text_encoder.t5.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the model "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device).eval()

@@ -1,0 +1,352 @@
+"""The TTS model: frozen ByT5 text encoder, duration predictor, Transformer mel flow decoder.
+
+It owns its training loss (conditional flow matching, Lipman et al. 2023, with the
+rectified-flow path x_t = (1 - t) noise + t data) and its sampler (Euler steps with
+classifier-free guidance, Ho & Salimans 2022). Everyone else calls `forward` and `sample`.
+
+Shape letters: b batch, n mel frames, m mel bands, l text tokens (UTF-8 bytes + EOS),
+h text-encoder width, d decoder width.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import audio
+
+BYTE_VOCAB = 384  # ByT5: 3 special ids + 256 bytes, padded to 384
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    from transformers import ByT5Tokenizer
+    return ByT5Tokenizer()  # byte-level: needs no vocabulary file, so no download
+
+
+def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """UTF-8 bytes + EOS, right-padded to the batch max. Returns ids (b, l), mask (b, l) bool."""
+    enc = _tokenizer()(texts, padding=True, truncation=True, max_length=max_length,
+                       return_tensors="pt")
+    return enc.input_ids, enc.attention_mask.bool()
+
+
+class TextEncoder(nn.Module):
+    """Frozen ByT5 encoder (`text_encoder: byt5`) or a trained byte embedding (ablation)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.frozen = cfg.text_encoder == "byt5"
+        self.max_length = cfg.max_text_length
+        if self.frozen:
+            from transformers import T5EncoderModel
+            self.t5 = T5EncoderModel.from_pretrained(cfg.text_encoder_name)
+            self.t5.requires_grad_(False).eval()
+            self.width = self.t5.config.d_model
+        else:
+            self.embedding = nn.Embedding(BYTE_VOCAB, cfg.decoder_d_model)
+            self.width = cfg.decoder_d_model
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.t5.eval()  # a frozen encoder never runs dropout
+        return self
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids, mask (b, l) -> text_hidden (b, l, h)."""
+        if not self.frozen:
+            return self.embedding(ids)
+        # Pad to a fixed length so every row is computed the same way whatever the batch:
+        # this makes cached features bit-identical to features computed on the fly.
+        pad = self.max_length - ids.shape[1]
+        with torch.no_grad():
+            hidden = self.t5(input_ids=F.pad(ids, (0, pad)),
+                             attention_mask=F.pad(mask, (0, pad)).long()).last_hidden_state
+        return hidden[:, : ids.shape[1]].float()
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.shape[-1],), self.weight, eps=1e-6)
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+    """positions (b, n) float -> rotation angles (b, 1, n, head_dim / 2) (Su et al. 2021)."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device) / head_dim)
+    return (positions.float()[..., None] * inv_freq)[:, None]
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[2i], x[2i+1]) of x (b, heads, n, head_dim) by angles."""
+    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
+    cos, sin = angles.cos(), angles.sin()
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with RoPE on queries and keys; self- or cross-attention."""
+
+    def __init__(self, d: int, n_head: int, dropout: float):
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.q = nn.Linear(d, d, bias=False)
+        self.kv = nn.Linear(d, 2 * d, bias=False)
+        self.proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x, memory, key_mask, q_angles, k_angles):
+        """x (b, n, d), memory (b, s, d), key_mask (b, s) bool -> (b, n, d)."""
+        b, n, d = x.shape
+        heads = lambda y: y.view(b, y.shape[1], self.n_head, -1).transpose(1, 2)
+        q = apply_rope(heads(self.q(x)), q_angles)
+        k, v = self.kv(memory).chunk(2, dim=-1)
+        k, v = apply_rope(heads(k), k_angles), heads(v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+
+
+class SwiGLU(nn.Module):
+    """d -> 2 x 4d gated -> d, as in the seed (Shazeer 2020)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.fc = nn.Linear(d, 8 * d, bias=False)
+        self.proj = nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x):
+        a, b = self.fc(x).chunk(2, dim=-1)
+        return self.proj(F.silu(a) * b)
+
+
+class DecoderBlock(nn.Module):
+    """Self-attention, text cross-attention, MLP; pre-RMSNorm residuals. The timestep
+    modulates the self-attention and MLP branches (shift, scale, gate), adaLN-single style
+    (PixArt-alpha, Chen et al. 2023): one shared projection plus a learned per-block offset."""
+
+    def __init__(self, d: int, n_head: int, dropout: float):
+        super().__init__()
+        self.self_norm, self.cross_norm, self.mlp_norm = RMSNorm(d), RMSNorm(d), RMSNorm(d)
+        self.self_attn = Attention(d, n_head, dropout)
+        self.cross_attn = Attention(d, n_head, dropout)
+        self.mlp = SwiGLU(d)
+        self.modulation_offset = nn.Parameter(torch.zeros(6, d))
+
+    def forward(self, x, t_mod, text, text_mask, mel_mask, mel_angles, text_angles):
+        shift1, scale1, gate1, shift2, scale2, gate2 = (t_mod + self.modulation_offset).unbind(1)
+        h = self.self_norm(x) * (1 + scale1[:, None]) + shift1[:, None]
+        x = x + gate1[:, None] * self.self_attn(h, h, mel_mask, mel_angles, mel_angles)
+        x = x + self.cross_attn(self.cross_norm(x), text, text_mask, mel_angles, text_angles)
+        h = self.mlp_norm(x) * (1 + scale2[:, None]) + shift2[:, None]
+        return x + gate2[:, None] * self.mlp(h)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """t (b,) in [0, 1] -> sinusoidal features (b, dim) (Vaswani et al. 2017)."""
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    angles = 1000.0 * t.float()[:, None] * freqs
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class MelDecoder(nn.Module):
+    """Predicts the flow velocity for normalized log-mels x_t (b, n, m) at time t (b,)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        d = cfg.decoder_d_model
+        self.d, self.head_dim, self.rope_theta = d, d // cfg.decoder_n_head, cfg.rope_theta
+        self.in_proj = nn.Linear(cfg.n_mels, d)
+        self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.t_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        nn.init.zeros_(self.t_modulation[1].weight)  # blocks start as plain pre-norm residuals
+        nn.init.zeros_(self.t_modulation[1].bias)
+        self.blocks = nn.ModuleList(DecoderBlock(d, cfg.decoder_n_head, cfg.decoder_dropout)
+                                    for _ in range(cfg.decoder_n_layer))
+        self.norm = RMSNorm(d)
+        self.out_proj = nn.Linear(d, cfg.n_mels)
+
+    def forward(self, x_t, t, text, text_mask, mel_mask):
+        """x_t (b, n, m), t (b,), text (b, l, d), masks (b, l) / (b, n) bool -> (b, n, m)."""
+        t_emb = self.t_mlp(timestep_embedding(t, self.d).to(x_t.dtype))  # (b, d)
+        t_mod = self.t_modulation(t_emb).view(-1, 6, self.d) + torch.tensor(
+            [0, 0, 1, 0, 0, 1], device=x_t.device, dtype=t_emb.dtype)[:, None]  # gates start at 1
+        # RoPE positions: mel frames count 0..n-1; text tokens are spread over the same span
+        # (token j of l sits at j * n_frames / l), so zero relative rotation marks the diagonal
+        # of a monotonic alignment and cross-attention starts with a useful prior.
+        n_frames = mel_mask.sum(1, keepdim=True).float()  # (b, 1)
+        n_tokens = text_mask.sum(1, keepdim=True).float().clamp(min=1)
+        mel_pos = torch.arange(x_t.shape[1], device=x_t.device)[None].float()
+        text_pos = torch.arange(text.shape[1], device=x_t.device)[None] * n_frames / n_tokens
+        mel_angles = rope_angles(mel_pos, self.head_dim, self.rope_theta)
+        text_angles = rope_angles(text_pos, self.head_dim, self.rope_theta)
+        h = self.in_proj(x_t) + t_emb[:, None]
+        for block in self.blocks:
+            h = block(h, t_mod, text, text_mask, mel_mask, mel_angles, text_angles)
+        return self.out_proj(self.norm(h))
+
+
+class DurationPredictor(nn.Module):
+    """log seconds = log(n_tokens) + MLP(masked mean of text features): the MLP predicts the
+    log speaking time per byte, since a mean-pooled vector alone forgets the text's length."""
+
+    def __init__(self, width: int, hidden: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, text_hidden, text_mask):
+        """(b, l, h), (b, l) -> log_duration (b,) in log seconds."""
+        weights = text_mask.float()[..., None]
+        n_tokens = weights.sum(1).clamp(min=1)  # (b, 1)
+        pooled = (text_hidden.float() * weights).sum(1) / n_tokens
+        return (n_tokens.log() + self.mlp(pooled.to(self.mlp[0].weight.dtype)).float()).squeeze(1)
+
+
+@dataclass
+class LossResult:
+    loss: torch.Tensor  # what backward() sees
+    flow_loss: torch.Tensor
+    duration_loss: torch.Tensor
+    predicted_seconds: torch.Tensor  # batch means, for logging
+    true_seconds: torch.Tensor
+
+
+class FlowTTS(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.text_encoder = TextEncoder(cfg)
+        self.text_proj = nn.Linear(self.text_encoder.width, cfg.decoder_d_model, bias=False)
+        self.duration = DurationPredictor(self.text_encoder.width)
+        self.decoder = MelDecoder(cfg)
+        self.register_buffer("null_ids", tokenize([""], cfg.max_text_length)[0], persistent=False)
+
+    def encode_text(self, ids, mask):
+        return self.text_encoder(ids, mask)  # (b, l, h)
+
+    def forward(self, batch) -> LossResult:
+        """Masked flow-matching + duration loss for a data.Batch (randomness comes in it)."""
+        cfg = self.cfg
+        text_hidden = batch.text_hidden if batch.text_hidden is not None else \
+            self.encode_text(batch.text_ids, batch.text_mask)
+        log_duration = self.duration(text_hidden, batch.text_mask)
+        true_seconds = batch.mel_mask.sum(1).float() / audio.FRAMES_PER_SECOND
+        duration_loss = F.mse_loss(log_duration, true_seconds.log())
+
+        text, text_mask = self._drop_text(text_hidden, batch.text_mask, batch.drop_text)
+        data = audio.normalize(batch.mel, cfg.mel_mean, cfg.mel_std)  # (b, n, m)
+        t = batch.t[:, None, None]
+        x_t = (1 - t) * batch.noise + t * data
+        velocity = self.decoder(x_t, batch.t, self.text_proj(text), text_mask, batch.mel_mask)
+        valid = batch.mel_mask.float()[..., None]
+        # Each utterance weighs the same, so a batch split over ranks averages exactly as one.
+        per_utt = ((velocity.float() - (data - batch.noise)) ** 2 * valid).sum((1, 2)) / (
+            valid.sum((1, 2)) * data.shape[-1])
+        flow_loss = per_utt.mean()
+        return LossResult(flow_loss + cfg.lambda_duration * duration_loss, flow_loss.detach(),
+                          duration_loss.detach(), log_duration.exp().mean().detach(),
+                          true_seconds.mean().detach())
+
+    def _drop_text(self, text_hidden, text_mask, drop):
+        """Replace dropped rows by the empty text's features (EOS only): the CFG null condition."""
+        if not bool(drop.any()):
+            return text_hidden, text_mask
+        null = self.encode_text(self.null_ids, torch.ones_like(self.null_ids, dtype=torch.bool))
+        null_hidden = F.pad(null, (0, 0, 0, text_hidden.shape[1] - 1))  # (1, l, h)
+        null_mask = torch.zeros_like(text_mask[:1])
+        null_mask[:, 0] = True
+        keep = ~drop[:, None]
+        return (torch.where(keep[..., None], text_hidden, null_hidden.to(text_hidden.dtype)),
+                torch.where(keep, text_mask, null_mask))
+
+    @torch.no_grad()
+    def predict_frames(self, text_hidden, text_mask, duration_scale: float = 1.0):
+        seconds = self.duration(text_hidden, text_mask).exp() * duration_scale
+        return (seconds * audio.FRAMES_PER_SECOND).round().long().clamp(1, self.cfg.block_size)
+
+    @torch.no_grad()
+    def sample(self, texts: list[str], steps: int = 32, cfg_scale: float = 2.0, seed: int = 0,
+               duration_scale: float = 1.0, n_frames: list[int] | None = None,
+               sway: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts -> (log-mel (b, n, m) denormalized, n_frames (b,)). Euler from t=0 (noise) to 1.
+
+        cfg_scale w: v = v_null + w (v_text - v_null); w = 1 is plain conditional sampling.
+        sway < 0 spends more steps near the noise end (F5-TTS, Chen et al. 2024)."""
+        device = self.null_ids.device
+        ids, mask = tokenize(texts, self.cfg.max_text_length)
+        ids, mask = ids.to(device), mask.to(device)
+        text_hidden = self.encode_text(ids, mask)
+        frames = (torch.tensor(n_frames, device=device) if n_frames is not None
+                  else self.predict_frames(text_hidden, mask, duration_scale))
+        b, n = len(texts), int(frames.max())
+        mel_mask = torch.arange(n, device=device)[None] < frames[:, None]
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(b)]
+        x = torch.stack([torch.randn(n, self.cfg.n_mels, generator=g) for g in generators]).to(device)
+        text = self.text_proj(text_hidden)
+        guided = cfg_scale != 1.0
+        if guided:  # one batched forward for conditional and null rows
+            null_text, null_mask = self._drop_text(text_hidden, mask, torch.ones(b, dtype=torch.bool, device=device))
+            text, mask = torch.cat([text, self.text_proj(null_text)]), torch.cat([mask, null_mask])
+            mel_mask2 = torch.cat([mel_mask, mel_mask])
+        grid = torch.linspace(0, 1, steps + 1, device=device)
+        grid = grid + sway * (torch.cos(math.pi / 2 * grid) - 1 + grid)
+        for i in range(steps):
+            t = grid[i].expand(b)
+            if guided:
+                v_text, v_null = self.decoder(torch.cat([x, x]), torch.cat([t, t]), text, mask,
+                                              mel_mask2).float().chunk(2)
+                velocity = v_null + cfg_scale * (v_text - v_null)
+            else:
+                velocity = self.decoder(x, t, text, mask, mel_mask).float()
+            x = x + (grid[i + 1] - grid[i]) * velocity
+        mel = audio.denormalize(x, self.cfg.mel_mean, self.cfg.mel_std)
+        return mel.masked_fill(~mel_mask[..., None], audio.SILENCE_LOGMEL), frames
+
+    def parameter_counts(self) -> dict[str, int]:
+        count = lambda module: sum(p.numel() for p in module.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"text_encoder": count(self.text_encoder), "text_proj": count(self.text_proj),
+                "duration_predictor": count(self.duration), "decoder": count(self.decoder),
+                "trainable": trainable, "frozen": count(self) - trainable}
+
+
+def decoder_flops_per_frame(cfg, mel_frames: float, text_tokens: float) -> dict[str, float]:
+    """Matmul FLOPs per mel frame (2 per multiply-add) of the decoder for an utterance of
+    `mel_frames` frames and `text_tokens` tokens. Per block and frame: self-attention q,k,v,o
+    4d^2, cross-attention q,o 2d^2 (+ k,v 2d^2 per text token), SwiGLU 12d^2, and the two
+    attention products 2nd (self) and 2ld (cross). Training = forward + 2x for backward."""
+    d, n_layer = cfg.decoder_d_model, cfg.decoder_n_layer
+    per_block = 2 * (18 * d * d + 2 * d * d * text_tokens / mel_frames
+                     + 2 * mel_frames * d + 2 * text_tokens * d)
+    forward = n_layer * per_block + 2 * 2 * cfg.n_mels * d
+    return {"forward": forward, "train": 3 * forward}
+
+
+class TextFeatureCache:
+    """Frozen-encoder features of every dataset utterance, computed once: the encoder never
+    runs in the training step. Stored flat, (sum of l, h), on the training device."""
+
+    def __init__(self, model: FlowTTS, texts: list[str], device, batch_size: int = 64):
+        features, lengths = [], []
+        for start in range(0, len(texts), batch_size):
+            ids, mask = tokenize(texts[start:start + batch_size], model.cfg.max_text_length)
+            hidden = model.encode_text(ids.to(device), mask.to(device))  # (b, l, h)
+            lengths += mask.sum(1).tolist()
+            features += [hidden[i, :k] for i, k in enumerate(mask.sum(1).tolist())]
+        self.features = torch.cat(features)  # (sum l, h)
+        self.lengths = torch.tensor(lengths, device=device)
+        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
+
+    def gather(self, rows: torch.Tensor, max_tokens: int) -> torch.Tensor:
+        """rows (b,) dataset rows -> (b, max_tokens, h), zeros past each text's end."""
+        steps = torch.arange(max_tokens, device=rows.device)
+        valid = steps[None] < self.lengths[rows][:, None]  # (b, l)
+        index = torch.where(valid, self.offsets[rows][:, None] + steps[None], 0)
+        return self.features[index] * valid[..., None]

@@ -1,0 +1,333 @@
+"""Train the flow-matching TTS model, alone or under torchrun (DDP).
+
+    python train.py --config configs/ljspeech_overfit64.yaml [--key value ...]
+    torchrun --standalone --nproc_per_node 2 train.py --config configs/ljspeech.yaml
+
+The run directory (`out_dir`) holds latest.pt, metrics.jsonl, config.yaml, run.json and
+eval/step_<N>/. A run with a latest.pt resumes from it; `touch <out_dir>/STOP`, SIGTERM or
+SIGINT make it finish the step, save and exit 0.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+import checkpoint
+import config as config_lib
+from data import BatchStream, Collate, DatasetError, PreparedDataset
+from metric import MetricLogger
+from model import FlowTTS, TextFeatureCache, decoder_flops_per_frame
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world_size, device). NCCL on GPUs, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+
+def build_optimizers(model: FlowTTS, cfg) -> list[torch.optim.Optimizer]:
+    """Muon for the decoder blocks' 2-D weights (Jordan et al. 2024), AdamW for the rest."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    fused = next(model.parameters()).is_cuda
+    if cfg.optimizer == "adamw":
+        return [torch.optim.AdamW([p for _, p in params], lr=cfg.lr, betas=(0.9, 0.95),
+                                  weight_decay=cfg.weight_decay, fused=fused)]
+    use_muon = lambda n, p: p.ndim == 2 and n.startswith("decoder.blocks.")
+    muon = [p for n, p in params if use_muon(n, p)]
+    rest = [p for n, p in params if not use_muon(n, p)]
+    return [torch.optim.Muon(muon, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             adjust_lr_fn="match_rms_adamw"),
+            torch.optim.AdamW(rest, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
+                              fused=fused)]
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup, then cosine from lr to min_lr over lr_schedule_steps (or constant)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if not cfg.cosine_lr:
+        return cfg.lr
+    total = cfg.lr_schedule_steps or cfg.max_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def grad_accum_steps(cfg, world_size: int) -> int:
+    if not cfg.effective_batch_size:
+        return cfg.grad_accum_steps
+    steps, rest = divmod(cfg.effective_batch_size, cfg.batch_size * world_size)
+    if rest or not steps:
+        raise config_lib.ConfigError(
+            f"effective_batch_size {cfg.effective_batch_size} is not a multiple of batch_size "
+            f"{cfg.batch_size} x {world_size} GPU(s)")
+    return steps
+
+
+def describe_run(cfg, device, world_size: int, model: FlowTTS) -> dict:
+    """What a run needs to explain itself later: code version, libraries, hardware, sizes."""
+    try:
+        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
+                                  timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        revision = ""
+    import transformers
+    return {"git_revision": revision or "unknown", "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": sys.version.split()[0],
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "world_size": world_size, "parameters": model.parameter_counts()}
+
+
+def should_stop(local: bool, world_size: int, device) -> bool:
+    """Every rank stops at the same step if any rank was asked to (else DDP would hang)."""
+    if world_size == 1:
+        return bool(local)
+    flag = torch.tensor(float(bool(local)), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT or a STOP file in the run dir; checked once per step."""
+
+    def __init__(self, run_dir: str):
+        self.stop_file = os.path.join(run_dir, "STOP")
+        self.signalled = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signalled = True
+
+    def __call__(self) -> bool:
+        return self.signalled or os.path.exists(self.stop_file)
+
+
+def load_weights(model: FlowTTS, state: dict, what: str) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("text_encoder.t5.")]
+    if missing or unexpected:
+        raise checkpoint.CheckpointError(f"{what}: weights do not fit the model "
+                                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def resume_or_init(model, optimizers, ema, cfg, log) -> tuple[int, int, int]:
+    """Restore (step, epoch, position) from out_dir/latest.pt, or start from init_from."""
+    state = checkpoint.load_latest(cfg.out_dir)
+    if state is None:
+        if cfg.init_from:  # fine-tuning: weights only; fresh optimizer, step 0
+            source = checkpoint.load(cfg.init_from)
+            checkpoint.check_compatible(source["config"], cfg)
+            load_weights(model, source["model"], cfg.init_from)
+            ema and ema.load_state_dict(model.state_dict())
+            log(f"initialised weights from {cfg.init_from} (step {source['step']})")
+        return 0, 0, 0
+    for change in checkpoint.check_compatible(state["config"], cfg):
+        log(f"resuming with a changed setting: {change}")
+    load_weights(model, state["model"], "latest.pt")
+    for opt, opt_state in zip(optimizers, state["optimizers"]):
+        opt.load_state_dict(opt_state)
+    if ema is not None and state.get("ema"):
+        load_weights(ema, state["ema"], "latest.pt (ema)")
+    torch.set_rng_state(state["rng_cpu"])
+    if torch.cuda.is_available() and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    log(f"resumed from {cfg.out_dir}/latest.pt at step {state['step']}")
+    return state["step"], state["epoch"], state["position"]
+
+
+def save(model, optimizers, ema, cfg, step, epoch, position) -> None:
+    state = {"model": checkpoint.trainable_state(model),
+             "optimizers": [opt.state_dict() for opt in optimizers],
+             "ema": checkpoint.trainable_state(ema) if ema is not None else None,
+             "step": step, "epoch": epoch, "position": position,
+             "config": config_lib.as_dict(cfg), "rng_cpu": torch.get_rng_state(),
+             "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    checkpoint.save(cfg.out_dir, state, cfg.keep_checkpoints)
+
+
+@torch.no_grad()
+def validation_loss(model, batches, cache, device, autocast) -> float:
+    model.eval()
+    losses = []
+    for batch in batches:
+        batch = batch.to(device)
+        if cache is not None:
+            batch.text_hidden = cache.gather(batch.rows, batch.text_ids.shape[1])
+        with autocast:
+            losses.append(model(batch).flow_loss)
+    model.train()
+    return torch.stack(losses).mean().item()
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> None:
+    cfg = config_lib.config_from_argv(argv)
+    rank, world_size, device = setup_distributed()
+    master = rank == 0
+    log = (lambda msg: print(msg, flush=True)) if master else (lambda msg: None)
+
+    # Data, and the mel statistics the model normalizes with.
+    dataset = PreparedDataset(cfg.data_dir)
+    if cfg.mel_mean is None or cfg.mel_std is None:
+        cfg = config_lib.apply(cfg, {"mel_mean": dataset.stats["mel_mean"],
+                                     "mel_std": dataset.stats["mel_std"]}, "dataset stats")
+    train_rows = dataset.rows("train", cfg.block_size, cfg.max_text_length, cfg.overfit_first_n_samples)
+    val_rows = dataset.rows("val", cfg.block_size, cfg.max_text_length)[:64]
+    if not train_rows:
+        raise DatasetError(f"{cfg.data_dir}: no training utterances fit block_size "
+                           f"{cfg.block_size} and max_text_length {cfg.max_text_length}")
+    accum = grad_accum_steps(cfg, world_size)
+
+    # Model, optimizer, EMA, resume.
+    torch.manual_seed(cfg.seed)
+    model = FlowTTS(cfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
+    optimizers = build_optimizers(model, cfg)
+    step, epoch, position = resume_or_init(model, optimizers, ema, cfg, log)
+    cache = None
+    if cfg.cache_text_features and model.text_encoder.frozen:
+        cache = TextFeatureCache(model, dataset.texts, device)
+    if cfg.compile:
+        model.decoder.compile(dynamic=True)
+    train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                          else None) if world_size > 1 else model
+    use_bf16 = cfg.dtype == "bf16" and device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    # Run directory, logging, evaluation.
+    metrics = MetricLogger(cfg.out_dir, master, cfg.wandb_project, config_lib.as_dict(cfg))
+    if master:
+        with open(os.path.join(cfg.out_dir, "config.yaml"), "w") as f:
+            yaml.safe_dump(config_lib.as_dict(cfg), f, sort_keys=False)
+        info = describe_run(cfg, device, world_size, model)
+        metrics.log(step, {"run": info, "train_utterances": len(train_rows)})
+        log(f"run: {info}")
+        log(f"data: {len(train_rows)} train / {len(val_rows)} val utterances, "
+            f"{accum} micro-batch(es) of {cfg.batch_size} per step on {world_size} rank(s)")
+    evaluator = None
+    if master and cfg.eval_interval:
+        import evaluator as evaluator_lib
+        evaluator = evaluator_lib.InLoopEvaluator(cfg, cfg.out_dir, [dataset.texts[r] for r in train_rows])
+    stream = BatchStream(dataset, train_rows, cfg, rank, world_size)
+    batches = stream.iterate(epoch, position)
+    val_batches = [Collate(dataset, cfg)(rows) for rows in
+                   BatchStream(dataset, val_rows, cfg).epoch_batches(0)[:4]] if val_rows else []
+    stop = StopFlag(cfg.out_dir)
+    flops_per_frame = decoder_flops_per_frame(cfg, dataset.n_frames.mean(), 100)["train"]
+
+    # The loop: one optimizer step per iteration.
+    trained = [p for p in model.parameters() if p.requires_grad]
+    ema_trained = [p for p, q in zip(ema.parameters(), model.parameters()) if q.requires_grad] if ema else []
+    train_seconds, seconds_at_log, bad_steps = 0.0, 0.0, 0
+    loss_sum, frames_since_log = torch.zeros((), device=device), torch.zeros((), device=device)
+    while True:
+        if step >= cfg.max_steps or (cfg.max_epochs and epoch >= cfg.max_epochs):
+            break  # the same step on every rank: each rank has as many batches per epoch
+        out_of_time = cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds
+        if should_stop(stop() or out_of_time, world_size, device):
+            break
+        t_step = time.time()
+        lr = lr_at(step, cfg)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+        # Forward/backward over the micro-batches; DDP syncs gradients on the last one only.
+        for micro in range(accum):
+            epoch, position, batch = next(batches)
+            batch = batch.to(device)
+            if cache is not None:
+                batch.text_hidden = cache.gather(batch.rows, batch.text_ids.shape[1])
+            sync = micro == accum - 1 or world_size == 1
+            with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast:
+                result = train_model(batch)
+                (result.loss / accum).backward()
+            loss_sum += result.flow_loss
+            frames_since_log += batch.useful_frames
+
+        # Clip, skip non-finite updates, step, EMA.
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
+        if torch.isfinite(grad_norm) and torch.isfinite(result.loss):
+            for opt in optimizers:
+                opt.step()
+            bad_steps = 0
+        else:
+            bad_steps += 1
+            log(f"step {step}: non-finite loss or gradient norm, update skipped ({bad_steps} in a row)")
+            metrics.log(step, {"train/skipped_nonfinite": 1})
+            if bad_steps >= cfg.max_bad_steps:
+                raise FloatingPointError(f"{bad_steps} non-finite steps in a row; stopping without "
+                                         f"saving (last good checkpoint: {cfg.out_dir}/latest.pt)")
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_trained, trained, 1 - cfg.ema_decay)
+        step += 1
+        train_seconds += time.time() - t_step
+
+        # Log (the only host sync besides the finite check), save, validate, evaluate.
+        # Step time is summed over steps only: the clock stops for checkpoints and evaluation.
+        if step % cfg.log_interval == 0:
+            elapsed, seconds_at_log = train_seconds - seconds_at_log, train_seconds
+            frames = frames_since_log.item() * world_size
+            values = {"train/loss": loss_sum.item() / (cfg.log_interval * accum),
+                      "train/duration_loss": result.duration_loss.item(), "train/lr": lr,
+                      "train/grad_norm": grad_norm.item(), "train/epoch": epoch,
+                      "train/step_ms": 1000 * elapsed / cfg.log_interval,
+                      "train/frames_per_s": frames / elapsed,
+                      "train/tflops": frames * flops_per_frame / elapsed / 1e12}
+            log(f"step:{step} loss:{values['train/loss']:.4f} dur:{values['train/duration_loss']:.4f} "
+                f"lr:{lr:.2e} step_avg:{values['train/step_ms']:.0f}ms frames/s:{values['train/frames_per_s']:.0f}")
+            metrics.log(step, values)
+            loss_sum.zero_()
+            frames_since_log.zero_()
+        if master and step % cfg.save_interval == 0:
+            save(model, optimizers, ema, cfg, step, epoch, position)
+        if master and val_batches and step % cfg.val_interval == 0:
+            metrics.log(step, {"val/flow_loss": validation_loss(model, val_batches, cache, device, autocast)})
+        if cfg.eval_interval and step % cfg.eval_interval == 0:
+            if evaluator is not None:
+                metrics.log(step, evaluator(ema or model, step))
+            if world_size > 1:
+                dist.barrier()
+
+    # Final save.
+    if master:
+        save(model, optimizers, ema, cfg, step, epoch, position)
+        log(f"saved {cfg.out_dir}/latest.pt at step {step}" + (" (stopped)" if stop() else ""))
+    metrics.close()
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (config_lib.ConfigError, DatasetError, checkpoint.CheckpointError) as exc:
+        sys.exit(f"error: {exc}")
