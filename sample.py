@@ -1,0 +1,127 @@
+"""Text to a 22,050 Hz wav with a trained checkpoint.
+
+    python sample.py --ckpt RUN/latest.pt --text "Hello there." --out hello.wav
+    python sample.py --ckpt RUN/latest.pt --text-file prompts.txt --out out/prompt.wav
+
+The model predicts the duration, integrates the flow with Euler steps and classifier-free
+guidance, and the vocoder (BigVGAN when its weights load, else HiFi-GAN, else Griffin-Lim)
+turns the log-mel into audio. With --text-file, one prompt per line; outputs are numbered
+(`prompt_000.wav`, `prompt_001.wav`, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import unicodedata
+
+import torch
+
+import audio
+import checkpoint
+from model import FlowTTS
+
+
+class PromptError(ValueError):
+    """A prompt the model cannot speak: says which and why."""
+
+
+def check_prompt(text: str, max_bytes: int, where: str = "prompt") -> str:
+    """Return the prompt stripped, or raise PromptError for empty, control-char or long text."""
+    text = text.strip()
+    if not text:
+        raise PromptError(f"{where} is empty")
+    bad = [c for c in text if unicodedata.category(c) == "Cc"]
+    if bad:
+        raise PromptError(f"{where} contains control character(s) {sorted(set(map(repr, bad)))}")
+    n_bytes = len(text.encode("utf-8")) + 1  # + EOS
+    if n_bytes > max_bytes:
+        raise PromptError(f"{where} is {n_bytes} byte tokens; this model reads at most {max_bytes} "
+                          f"(max_text_length): split it into sentences")
+    return text
+
+
+def output_paths(out: str, count: int) -> list[str]:
+    if count == 1:
+        return [out]
+    stem, ext = os.path.splitext(out)
+    return [f"{stem}_{i:03d}{ext or '.wav'}" for i in range(count)]
+
+
+def synthesize(model: FlowTTS, vocoder, texts: list[str], steps: int, cfg_scale: float,
+               seed: int, duration_scale: float = 1.0, batch_size: int = 8) -> list:
+    """texts -> list of float32 waveforms, each trimmed to its predicted length."""
+    waves = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        mel, n_frames = model.sample(chunk, steps=steps, cfg_scale=cfg_scale, seed=seed + start,
+                                     duration_scale=duration_scale)  # (b, n, m), (b,)
+        wave = vocoder(mel.transpose(1, 2))  # (b, s)
+        waves += [wave[i, : int(n) * audio.HOP_LENGTH].float().cpu().numpy()
+                  for i, n in enumerate(n_frames)]
+    return waves
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="Synthesize speech from a checkpoint.")
+    parser.add_argument("--ckpt", required=True)
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--text")
+    prompt.add_argument("--text-file", dest="text_file")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--cfg_scale", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duration_scale", type=float, default=1.0)
+    parser.add_argument("--vocoder", default="auto")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def read_prompts(args, max_bytes: int) -> list[str]:
+    if args.text is not None:
+        return [check_prompt(args.text, max_bytes)]
+    try:
+        with open(args.text_file, encoding="utf-8") as f:
+            lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptError(f"cannot read {args.text_file}: {exc}") from None
+    if not lines:
+        raise PromptError(f"{args.text_file} has no prompts")
+    return [check_prompt(line, max_bytes, f"{args.text_file}:{i}") for i, line in lines]
+
+
+def check_args(args) -> None:
+    if args.steps < 1:
+        raise PromptError(f"--steps must be >= 1, got {args.steps}")
+    if args.cfg_scale < 0:
+        raise PromptError(f"--cfg_scale must be >= 0, got {args.cfg_scale}")
+    if args.duration_scale <= 0:
+        raise PromptError(f"--duration_scale must be > 0, got {args.duration_scale}")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise PromptError(f"--out {args.out}: cannot create {out_dir}: {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise PromptError(f"--out {args.out}: directory {out_dir} is not writable")
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    check_args(args)
+    model = checkpoint.model_from_checkpoint(args.ckpt, args.device)
+    texts = read_prompts(args, model.cfg.max_text_length)
+    vocoder = audio.load_vocoder(args.vocoder, args.device)
+    waves = synthesize(model, vocoder, texts, args.steps, args.cfg_scale, args.seed,
+                       args.duration_scale)
+    for path, wave, text in zip(output_paths(args.out, len(texts)), waves, texts):
+        audio.write_wav(path, wave)
+        print(f"{path}: {len(wave) / audio.SAMPLE_RATE:.2f} s  {text[:60]!r}")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (PromptError, checkpoint.CheckpointError, OSError) as exc:
+        sys.exit(f"error: {exc}")

@@ -1,0 +1,42 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import audio
+from conftest import LJ_MINI
+
+
+def test_log_mel_matches_bigvgan_on_real_speech():
+    meldataset = pytest.importorskip("bigvgan.meldataset")
+    path = os.path.join(LJ_MINI, "wavs", "LJ001-0001.wav")
+    if not os.path.exists(path):
+        pytest.skip(f"real LJSpeech clip not found at {path}")
+    wave = torch.from_numpy(audio.load_wav(path))[None]  # (1, s)
+    reference = meldataset.mel_spectrogram(wave, 1024, 80, 22050, 256, 1024, 0, 8000)
+    ours = audio.log_mel(wave)
+    assert ours.shape == reference.shape == (1, 80, wave.shape[1] // 256)
+    assert (ours - reference).abs().max().item() < 1e-4
+
+
+def test_silence_and_frame_count():
+    mel = audio.log_mel(torch.zeros(22050))
+    assert mel.shape == (80, 22050 // 256)
+    assert torch.allclose(mel, torch.full_like(mel, audio.SILENCE_LOGMEL))
+
+
+def test_load_wav_resamples_and_downmixes(tmp_path):
+    import soundfile as sf
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], 1) * 0.5
+    sf.write(tmp_path / "s.wav", stereo, 44100)
+    wave = audio.load_wav(str(tmp_path / "s.wav"))
+    assert wave.ndim == 1 and abs(len(wave) - 22050) <= 1
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert abs(np.argmax(spectrum) * 22050 / len(wave) - 440) < 2
+
+
+def test_normalize_round_trip():
+    x = torch.randn(2, 10, 80) * 2 - 5
+    assert torch.allclose(audio.denormalize(audio.normalize(x, -5.5, 2.1), -5.5, 2.1), x, atol=1e-6)

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+import config
+from data import Collate, PreparedDataset
+from model import FlowTTS, TextFeatureCache, decoder_flops_per_frame, tokenize
+
+
+@pytest.fixture
+def tiny(tiny_overrides):
+    cfg = config.load_config(None, {**tiny_overrides, "mel_mean": -5.0, "mel_std": 2.0})
+    torch.manual_seed(0)
+    return FlowTTS(cfg), cfg
+
+
+def test_loss_shapes_and_frozen_encoder_gets_no_grads(tiny, tiny_dataset):
+    model, cfg = tiny
+    batch = Collate(PreparedDataset(tiny_dataset), cfg)([0, 1, 2])
+    result = model(batch)
+    assert result.loss.shape == () and torch.isfinite(result.loss)
+    result.loss.backward()
+    t5 = list(model.text_encoder.t5.parameters())
+    assert t5 and all(p.grad is None and not p.requires_grad for p in t5)
+    assert model.decoder.out_proj.weight.grad is not None
+    assert model.duration.mlp[0].weight.grad.abs().sum() > 0
+    model.train()
+    assert not model.text_encoder.t5.training  # frozen encoder stays in eval mode
+
+
+def test_cached_text_features_give_bit_identical_loss(tiny, tiny_dataset):
+    model, cfg = tiny
+    dataset = PreparedDataset(tiny_dataset)
+    cache = TextFeatureCache(model, dataset.texts, "cpu", batch_size=3)
+    for rows in ([0, 4, 7], [5, 1]):
+        batch = Collate(dataset, cfg)(rows)
+        on_the_fly = model(batch)
+        batch.text_hidden = cache.gather(batch.rows, batch.text_ids.shape[1])
+        cached = model(batch)
+        assert torch.equal(on_the_fly.loss, cached.loss)
+        assert torch.equal(on_the_fly.duration_loss, cached.duration_loss)
+
+
+def test_text_dropout_uses_the_null_condition(tiny, tiny_dataset):
+    model, cfg = tiny
+    batch = Collate(PreparedDataset(tiny_dataset), cfg)([0, 1])
+    hidden = model.encode_text(batch.text_ids, batch.text_mask)
+    text, mask = model._drop_text(hidden, batch.text_mask, torch.tensor([True, False]))
+    assert mask[0].sum() == 1 and torch.equal(mask[1], batch.text_mask[1])
+    null = model.encode_text(*tokenize([""], cfg.max_text_length))
+    assert torch.equal(text[0, 0], null[0, 0]) and torch.equal(text[1], hidden[1])
+
+
+def test_sample_shapes_seed_and_oracle_frames(tiny):
+    model, _ = tiny
+    model.eval()
+    mel, frames = model.sample(["hello there", "a second prompt"], steps=3, cfg_scale=2.0,
+                               seed=1, n_frames=[40, 25])
+    assert mel.shape == (2, 40, 80) and frames.tolist() == [40, 25]
+    assert torch.all(mel[1, 25:] == -11.512925465) or torch.allclose(
+        mel[1, 25:], torch.full_like(mel[1, 25:], -11.5129), atol=1e-3)
+    again, _ = model.sample(["hello there"], steps=3, cfg_scale=2.0, seed=1, n_frames=[40])
+    assert torch.allclose(again[0], mel[0], atol=1e-5)  # same seed, same prompt: same mel
+    other, _ = model.sample(["hello there"], steps=3, cfg_scale=2.0, seed=2, n_frames=[40])
+    assert not torch.allclose(other[0], mel[0])
+
+
+def test_flops_per_frame_hand_count():
+    cfg = config.load_config(None, {"decoder_d_model": 8, "decoder_n_layer": 2, "decoder_n_head": 2})
+    n, l, d = 10, 5, 8
+    # per block per frame (multiply-adds): q,k,v,o 4d^2 + cross q,o 2d^2 + cross k,v 2d^2*l/n
+    # + SwiGLU (d*8d + 4d*d) + attention products 2nd + 2ld
+    macs = 4 * 64 + 2 * 64 + 2 * 64 * l / n + 12 * 64 + 2 * n * d + 2 * l * d
+    expected_forward = 2 * (2 * macs + 2 * 80 * d)  # 2 blocks; in and out projections
+    flops = decoder_flops_per_frame(cfg, n, l)
+    assert flops["forward"] == pytest.approx(expected_forward)
+    assert flops["train"] == pytest.approx(3 * expected_forward)
+    seed_shape = decoder_flops_per_frame(config.TrainConfig(), 570, 100)["train"]
+    assert 0.9e9 < seed_shape < 1.1e9  # the seed-shaped decoder: about 1 GFLOP per frame
