@@ -294,6 +294,9 @@ def main(argv: list[str]) -> None:
         # Step time is summed over steps only: the clock stops for checkpoints and evaluation.
         if step % cfg.log_interval == 0:
             elapsed, seconds_at_log = train_seconds - seconds_at_log, train_seconds
+            if world_size > 1:  # log the global batch's loss, not rank 0's share
+                dist.all_reduce(loss_sum)
+                loss_sum /= world_size
             frames = frames_since_log.item() * world_size
             values = {"train/loss": loss_sum.item() / (cfg.log_interval * accum),
                       "train/duration_loss": result.duration_loss.item(), "train/lr": lr,
