@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -27,7 +28,7 @@ import checkpoint
 import config as config_lib
 from data import BatchStream, Collate, DatasetError, PreparedDataset
 from metric import MetricLogger
-from model import FlowTTS, TextFeatureCache, decoder_flops_per_frame
+from model import FlowTTS, LossResult, TextFeatureCache, decoder_flops_per_frame
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -132,21 +133,98 @@ def load_weights(model: FlowTTS, state: dict, what: str) -> None:
                                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def resume_or_init(model, optimizers, ema, cfg, log) -> tuple[int, int, int]:
+@dataclass
+class StepOutput:
+    result: LossResult  # of the last micro-batch
+    flow_loss: torch.Tensor  # mean over the micro-batches
+    grad_norm: torch.Tensor
+    useful_frames: torch.Tensor  # this rank's non-padding frames
+    updated: bool  # False: the loss or gradient norm was not finite, no update
+    epoch: int  # data position after the step
+    position: int
+
+
+class Trainer:
+    """What one optimizer step needs, built once: model, DDP wrapper, optimizers, EMA, the text
+    feature cache and autocast. `step` is the whole step; train.py and scripts/bench.py use it."""
+
+    def __init__(self, cfg, dataset: PreparedDataset, world_size: int, device: torch.device):
+        self.cfg, self.world_size, self.device = cfg, world_size, device
+        torch.manual_seed(cfg.seed)
+        self.model = FlowTTS(cfg).to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.optimizers = build_optimizers(self.model, cfg)
+        self.trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema_trained = [p for p, q in zip(self.ema.parameters(), self.model.parameters())
+                            if q.requires_grad] if self.ema else []
+        self.cache = (TextFeatureCache(self.model, dataset.texts, device)
+                      if cfg.cache_text_features and self.model.text_encoder.frozen else None)
+        self.accum = grad_accum_steps(cfg, world_size)
+        use_bf16 = cfg.dtype == "bf16" and device.type == "cuda"
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16
+                         else contextlib.nullcontext())
+        self.train_model = self.model
+
+    def wrap(self) -> None:
+        """Compile and wrap for DDP; after weights are loaded, before the first step."""
+        if self.cfg.compile:
+            self.model.decoder.compile(dynamic=True)
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+
+    def to_device(self, batch):
+        batch = batch.to(self.device)
+        if self.cache is not None:
+            batch.text_hidden = self.cache.gather(batch.rows, batch.text_ids.shape[1])
+        return batch
+
+    def step(self, batches, lr: float) -> StepOutput:
+        """Forward/backward over `accum` micro-batches (DDP syncs gradients on the last one),
+        clip, and update unless the loss or gradient norm is not finite."""
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        flow_loss = frames = 0
+        for micro in range(self.accum):
+            epoch, position, batch = next(batches)
+            batch = self.to_device(batch)
+            sync = micro == self.accum - 1 or self.world_size == 1
+            with (contextlib.nullcontext() if sync else self.train_model.no_sync()), self.autocast:
+                result = self.train_model(batch)
+                (result.loss / self.accum).backward()
+            flow_loss = flow_loss + result.flow_loss / self.accum
+            frames = frames + batch.useful_frames
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.cfg.grad_clip)
+        updated = bool(torch.isfinite(grad_norm) & torch.isfinite(result.loss))  # one sync/step
+        if updated:
+            for opt in self.optimizers:
+                opt.step()
+            if self.ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(self.ema_trained, self.trained, 1 - self.cfg.ema_decay)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        return StepOutput(result, flow_loss, grad_norm, frames, updated, epoch, position)
+
+
+def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
     """Restore (step, epoch, position) from out_dir/latest.pt, or start from init_from."""
+    model, ema = trainer.model, trainer.ema
     state = checkpoint.load_latest(cfg.out_dir)
     if state is None:
         if cfg.init_from:  # fine-tuning: weights only; fresh optimizer, step 0
             source = checkpoint.load(cfg.init_from)
             checkpoint.check_compatible(source["config"], cfg)
             load_weights(model, source["model"], cfg.init_from)
-            ema and ema.load_state_dict(model.state_dict())
+            if ema is not None:
+                ema.load_state_dict(model.state_dict())
             log(f"initialised weights from {cfg.init_from} (step {source['step']})")
         return 0, 0, 0
     for change in checkpoint.check_compatible(state["config"], cfg):
         log(f"resuming with a changed setting: {change}")
     load_weights(model, state["model"], "latest.pt")
-    for opt, opt_state in zip(optimizers, state["optimizers"]):
+    for opt, opt_state in zip(trainer.optimizers, state["optimizers"]):
         opt.load_state_dict(opt_state)
     if ema is not None and state.get("ema"):
         load_weights(ema, state["ema"], "latest.pt (ema)")
@@ -157,9 +235,10 @@ def resume_or_init(model, optimizers, ema, cfg, log) -> tuple[int, int, int]:
     return state["step"], state["epoch"], state["position"]
 
 
-def save(model, optimizers, ema, cfg, step, epoch, position) -> None:
-    state = {"model": checkpoint.trainable_state(model),
-             "optimizers": [opt.state_dict() for opt in optimizers],
+def save(trainer: Trainer, cfg, step: int, epoch: int, position: int) -> None:
+    ema = trainer.ema
+    state = {"model": checkpoint.trainable_state(trainer.model),
+             "optimizers": [opt.state_dict() for opt in trainer.optimizers],
              "ema": checkpoint.trainable_state(ema) if ema is not None else None,
              "step": step, "epoch": epoch, "position": position,
              "config": config_lib.as_dict(cfg), "rng_cpu": torch.get_rng_state(),
@@ -168,16 +247,13 @@ def save(model, optimizers, ema, cfg, step, epoch, position) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model, batches, cache, device, autocast) -> float:
-    model.eval()
+def validation_loss(trainer: Trainer, batches) -> float:
+    trainer.model.eval()
     losses = []
     for batch in batches:
-        batch = batch.to(device)
-        if cache is not None:
-            batch.text_hidden = cache.gather(batch.rows, batch.text_ids.shape[1])
-        with autocast:
-            losses.append(model(batch).flow_loss)
-    model.train()
+        with trainer.autocast:
+            losses.append(trainer.model(trainer.to_device(batch)).flow_loss)
+    trainer.model.train()
     return torch.stack(losses).mean().item()
 
 
@@ -200,23 +276,12 @@ def main(argv: list[str]) -> None:
     if not train_rows:
         raise DatasetError(f"{cfg.data_dir}: no training utterances fit block_size "
                            f"{cfg.block_size} and max_text_length {cfg.max_text_length}")
-    accum = grad_accum_steps(cfg, world_size)
 
-    # Model, optimizer, EMA, resume.
-    torch.manual_seed(cfg.seed)
-    model = FlowTTS(cfg).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
-    optimizers = build_optimizers(model, cfg)
-    step, epoch, position = resume_or_init(model, optimizers, ema, cfg, log)
-    cache = None
-    if cfg.cache_text_features and model.text_encoder.frozen:
-        cache = TextFeatureCache(model, dataset.texts, device)
-    if cfg.compile:
-        model.decoder.compile(dynamic=True)
-    train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                          else None) if world_size > 1 else model
-    use_bf16 = cfg.dtype == "bf16" and device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    # Model, optimizer, EMA, text features; resume; compile and DDP.
+    trainer = Trainer(cfg, dataset, world_size, device)
+    step, epoch, position = resume_or_init(trainer, cfg, log)
+    trainer.wrap()
+    model = trainer.model
 
     # Run directory, logging, evaluation.
     metrics = MetricLogger(cfg.out_dir, master, cfg.wandb_project, config_lib.as_dict(cfg))
@@ -227,7 +292,7 @@ def main(argv: list[str]) -> None:
         metrics.log(step, {"run": info, "train_utterances": len(train_rows)})
         log(f"run: {info}")
         log(f"data: {len(train_rows)} train / {len(val_rows)} val utterances, "
-            f"{accum} micro-batch(es) of {cfg.batch_size} per step on {world_size} rank(s)")
+            f"{trainer.accum} micro-batch(es) of {cfg.batch_size} per step on {world_size} rank(s)")
     evaluator = None
     if master and cfg.eval_interval:
         import evaluator as evaluator_lib
@@ -240,8 +305,6 @@ def main(argv: list[str]) -> None:
     flops_per_frame = decoder_flops_per_frame(cfg, dataset.n_frames.mean(), 100)["train"]
 
     # The loop: one optimizer step per iteration.
-    trained = [p for p in model.parameters() if p.requires_grad]
-    ema_trained = [p for p, q in zip(ema.parameters(), model.parameters()) if q.requires_grad] if ema else []
     train_seconds, seconds_at_log, bad_steps = 0.0, 0.0, 0
     loss_sum, frames_since_log = torch.zeros((), device=device), torch.zeros((), device=device)
     while True:
@@ -251,30 +314,11 @@ def main(argv: list[str]) -> None:
         if should_stop(stop() or out_of_time, world_size, device):
             break
         t_step = time.time()
-        lr = lr_at(step, cfg)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
-
-        # Forward/backward over the micro-batches; DDP syncs gradients on the last one only.
-        for micro in range(accum):
-            epoch, position, batch = next(batches)
-            batch = batch.to(device)
-            if cache is not None:
-                batch.text_hidden = cache.gather(batch.rows, batch.text_ids.shape[1])
-            sync = micro == accum - 1 or world_size == 1
-            with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast:
-                result = train_model(batch)
-                (result.loss / accum).backward()
-            loss_sum += result.flow_loss
-            frames_since_log += batch.useful_frames
-
-        # Clip, skip non-finite updates, step, EMA.
-        grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
-        if torch.isfinite(grad_norm) and torch.isfinite(result.loss):
-            for opt in optimizers:
-                opt.step()
+        out = trainer.step(batches, lr_at(step, cfg))
+        epoch, position = out.epoch, out.position
+        if out.updated:
             bad_steps = 0
+            loss_sum += out.flow_loss
         else:
             bad_steps += 1
             log(f"step {step}: non-finite loss or gradient norm, update skipped ({bad_steps} in a row)")
@@ -282,11 +326,7 @@ def main(argv: list[str]) -> None:
             if bad_steps >= cfg.max_bad_steps:
                 raise FloatingPointError(f"{bad_steps} non-finite steps in a row; stopping without "
                                          f"saving (last good checkpoint: {cfg.out_dir}/latest.pt)")
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_trained, trained, 1 - cfg.ema_decay)
+        frames_since_log += out.useful_frames
         step += 1
         train_seconds += time.time() - t_step
 
@@ -298,9 +338,10 @@ def main(argv: list[str]) -> None:
                 dist.all_reduce(loss_sum)
                 loss_sum /= world_size
             frames = frames_since_log.item() * world_size
-            values = {"train/loss": loss_sum.item() / (cfg.log_interval * accum),
-                      "train/duration_loss": result.duration_loss.item(), "train/lr": lr,
-                      "train/grad_norm": grad_norm.item(), "train/epoch": epoch,
+            lr = lr_at(step - 1, cfg)
+            values = {"train/loss": loss_sum.item() / cfg.log_interval,
+                      "train/duration_loss": out.result.duration_loss.item(), "train/lr": lr,
+                      "train/grad_norm": out.grad_norm.item(), "train/epoch": epoch,
                       "train/step_ms": 1000 * elapsed / cfg.log_interval,
                       "train/frames_per_s": frames / elapsed,
                       "train/tflops": frames * flops_per_frame / elapsed / 1e12}
@@ -310,18 +351,18 @@ def main(argv: list[str]) -> None:
             loss_sum.zero_()
             frames_since_log.zero_()
         if master and step % cfg.save_interval == 0:
-            save(model, optimizers, ema, cfg, step, epoch, position)
+            save(trainer, cfg, step, epoch, position)
         if master and val_batches and step % cfg.val_interval == 0:
-            metrics.log(step, {"val/flow_loss": validation_loss(model, val_batches, cache, device, autocast)})
+            metrics.log(step, {"val/flow_loss": validation_loss(trainer, val_batches)})
         if cfg.eval_interval and step % cfg.eval_interval == 0:
             if evaluator is not None:
-                metrics.log(step, evaluator(ema or model, step))
+                metrics.log(step, evaluator(trainer.ema or model, step))
             if world_size > 1:
                 dist.barrier()
 
     # Final save.
     if master:
-        save(model, optimizers, ema, cfg, step, epoch, position)
+        save(trainer, cfg, step, epoch, position)
         log(f"saved {cfg.out_dir}/latest.pt at step {step}" + (" (stopped)" if stop() else ""))
     metrics.close()
     if world_size > 1:
