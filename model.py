@@ -290,24 +290,30 @@ class FlowTTS(nn.Module):
         generators = [torch.Generator().manual_seed(seed + i) for i in range(b)]
         x = torch.stack([torch.randn(n, self.cfg.n_mels, generator=g) for g in generators]).to(device)
         text = self.text_proj(text_hidden)
-        guided = cfg_scale != 1.0
-        if guided:  # one batched forward for conditional and null rows
+        if cfg_scale != 1.0:  # null rows after the conditional ones
             null_text, null_mask = self._drop_text(text_hidden, mask, torch.ones(b, dtype=torch.bool, device=device))
             text, mask = torch.cat([text, self.text_proj(null_text)]), torch.cat([mask, null_mask])
-            mel_mask2 = torch.cat([mel_mask, mel_mask])
         grid = torch.linspace(0, 1, steps + 1, device=device)
         grid = grid + sway * (torch.cos(math.pi / 2 * grid) - 1 + grid)
-        for i in range(steps):
-            t = grid[i].expand(b)
-            if guided:
-                v_text, v_null = self.decoder(torch.cat([x, x]), torch.cat([t, t]), text, mask,
-                                              mel_mask2).float().chunk(2)
-                velocity = v_null + cfg_scale * (v_text - v_null)
-            else:
-                velocity = self.decoder(x, t, text, mask, mel_mask).float()
-            x = x + (grid[i + 1] - grid[i]) * velocity
+        bf16 = device.type == "cuda" and self.cfg.dtype == "bf16"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            x = self._integrate(x, grid, text, mask, mel_mask, cfg_scale)
         mel = audio.denormalize(x, self.cfg.mel_mean, self.cfg.mel_std)
         return mel.masked_fill(~mel_mask[..., None], audio.SILENCE_LOGMEL), frames
+
+    def _integrate(self, x, grid, text, mask, mel_mask, cfg_scale):
+        """Euler steps along `grid`; CFG rows batched with the conditional ones in one forward."""
+        b = x.shape[0]
+        for i in range(len(grid) - 1):
+            if cfg_scale != 1.0:
+                t = grid[i].expand(2 * b)
+                v_text, v_null = self.decoder(torch.cat([x, x]), t, text, mask,
+                                              torch.cat([mel_mask, mel_mask])).float().chunk(2)
+                velocity = v_null + cfg_scale * (v_text - v_null)
+            else:
+                velocity = self.decoder(x, grid[i].expand(b), text, mask, mel_mask).float()
+            x = x + (grid[i + 1] - grid[i]) * velocity
+        return x
 
     def parameter_counts(self) -> dict[str, int]:
         count = lambda module: sum(p.numel() for p in module.parameters())

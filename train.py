@@ -139,6 +139,7 @@ class StepOutput:
     flow_loss: torch.Tensor  # mean over the micro-batches
     grad_norm: torch.Tensor
     useful_frames: torch.Tensor  # this rank's non-padding frames
+    padded_frames: int  # this rank's frames including padding
     updated: bool  # False: the loss or gradient norm was not finite, no update
     epoch: int  # data position after the step
     position: int
@@ -185,7 +186,7 @@ class Trainer:
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
-        flow_loss = frames = 0
+        flow_loss = frames = padded = 0
         for micro in range(self.accum):
             epoch, position, batch = next(batches)
             batch = self.to_device(batch)
@@ -195,6 +196,7 @@ class Trainer:
                 (result.loss / self.accum).backward()
             flow_loss = flow_loss + result.flow_loss / self.accum
             frames = frames + batch.useful_frames
+            padded += batch.mel_mask.numel()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.cfg.grad_clip)
         updated = bool(torch.isfinite(grad_norm) & torch.isfinite(result.loss))  # one sync/step
         if updated:
@@ -205,7 +207,7 @@ class Trainer:
                     torch._foreach_lerp_(self.ema_trained, self.trained, 1 - self.cfg.ema_decay)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        return StepOutput(result, flow_loss, grad_norm, frames, updated, epoch, position)
+        return StepOutput(result, flow_loss, grad_norm, frames, padded, updated, epoch, position)
 
 
 def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:

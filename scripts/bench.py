@@ -1,0 +1,212 @@
+"""Speed of the real training step and of sampling, as JSONL records.
+
+    python scripts/bench.py --config configs/ljspeech.yaml --out docs/bench/DATE_DEVICE.jsonl
+    python scripts/bench.py --mode train --variants eager,compile --steps 30
+
+Training goes through train.Trainer.step (collation from a memmap, the feature cache,
+forward/backward, clipping, the optimizer) on a synthetic prepared dataset whose lengths
+follow LJSpeech (from its real texts at ~15.2 characters per second: 1-10 s, mean ~6.6 s),
+with random weights and random mels. Records: useful (non-pad) frames/s, padding, step ms,
+model TFLOP/s and MFU (FLOPs from model.decoder_flops_per_frame), peak memory. Sampling:
+real-time factor (generation seconds / audio seconds) for Euler + CFG at batch 1 and 32,
+mel only and mel + vocoder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import audio  # noqa: E402
+import config as config_lib  # noqa: E402
+from data import BatchStream, PreparedDataset  # noqa: E402
+from model import FlowTTS, decoder_flops_per_frame  # noqa: E402
+from train import Trainer, lr_at  # noqa: E402
+
+# Training variants: name -> config overrides. "eager" is the baseline.
+VARIANTS = {
+    "eager": {"compile": False},
+    "compile": {"compile": True},
+    "compile_nocache": {"compile": True, "cache_text_features": False},
+    "compile_nobucket": {"compile": True, "bucket_batches": 1},
+    "compile_adamw": {"compile": True, "optimizer": "adamw"},
+    "eager_fp32": {"compile": False, "dtype": "fp32"},
+}
+
+
+def ljspeech_texts(path: str | None, n: int, seed: int) -> list[str]:
+    """n texts: LJSpeech's own (metadata.csv, normalized column) when given, else made up."""
+    rng = np.random.default_rng(seed)
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            texts = [line.rstrip("\n").split("|")[2] for line in f]
+        return [texts[i] for i in rng.choice(len(texts), n, replace=len(texts) < n)]
+    words = "the of and a to in was he that it his for as with on by at which from".split()
+    return [" ".join(rng.choice(words, rng.integers(4, 30))) + "." for _ in range(n)]
+
+
+def synthetic_dataset(root: str, texts: list[str], seed: int) -> str:
+    """A prepared dataset (the real on-disk format) of random mels with LJSpeech lengths."""
+    prepare = _load_prepare()
+    rng = np.random.default_rng(seed)
+    seconds = np.clip(np.array([len(t) for t in texts]) / 15.2 * rng.normal(1, 0.08, len(texts)),
+                      1.1, 10.1)
+    n_frames = (seconds * audio.FRAMES_PER_SECOND).astype(np.int64)
+    out = os.path.join(root, "synthetic")
+    os.makedirs(os.path.join(out, "metadata"))
+    mels = np.memmap(os.path.join(out, "mels.f16"), np.float16, "w+", shape=(n_frames.sum(), 80))
+    mels[:] = rng.normal(-5.5, 2.0, mels.shape).astype(np.float16)
+    mels.flush()
+    offsets = np.concatenate([[0], np.cumsum(n_frames)[:-1]])
+    columns = {"id": [f"S{i:05d}" for i in range(len(texts))], "text": texts, "raw_text": texts,
+               "frame_offset": offsets.tolist(), "n_frames": n_frames.tolist(),
+               "n_text_bytes": [len(t.encode()) for t in texts], "duration_sec": seconds.tolist(),
+               "split": ["train"] * len(texts)}
+    prepare.write_index(os.path.join(out, "index.parquet"), columns)
+    prepare.write_stats(out, {"mel_mean": -5.5, "mel_std": 2.0, "n_utterances": len(texts)})
+    return out
+
+
+def _load_prepare():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("prepare_ljspeech",
+                                                  os.path.join(REPO, "scripts", "prepare_ljspeech.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def device_record(device: torch.device, cfg_path: str) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"device": name, "gpus": max(1, int(os.environ.get("WORLD_SIZE", 1))),
+            "config": cfg_path, "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_train(cfg, dataset: PreparedDataset, device, warmup: int, steps: int,
+                peak_tflops: float) -> dict:
+    """Time `steps` optimizer steps after `warmup` (compilation happens there)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer = Trainer(cfg, dataset, 1, device)
+    trainer.wrap()
+    rows = list(range(len(dataset)))
+    batches = BatchStream(dataset, rows, cfg).iterate(0, 0)
+    t_compile = time.time()
+    for step in range(warmup):
+        trainer.step(batches, lr_at(step, cfg))
+    synchronize(device)
+    warmup_s, useful, padded = time.time() - t_compile, 0, 0
+    start = time.time()
+    for step in range(warmup, warmup + steps):
+        out = trainer.step(batches, lr_at(step, cfg))
+        useful, padded = useful + out.useful_frames, padded + out.padded_frames
+    synchronize(device)
+    seconds = time.time() - start
+    useful = float(useful)
+    lengths = dataset.n_frames[rows]
+    text_tokens = float(np.mean([len(t.encode()) + 1 for t in dataset.texts]))
+    flops = decoder_flops_per_frame(cfg, float(lengths.mean()), text_tokens)["train"]
+    tflops = useful / seconds * flops / 1e12
+    return {"mode": "train", "useful_frames_per_s": round(useful / seconds),
+            "padding_fraction": round(1 - useful / padded, 4),
+            "step_ms": round(1000 * seconds / steps, 2), "tflops": round(tflops, 1),
+            "mfu": round(tflops / peak_tflops, 4), "warmup_s": round(warmup_s, 1),
+            "utterances_per_step": cfg.batch_size * trainer.accum,
+            "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            if device.type == "cuda" else None}
+
+
+def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: float,
+                 seconds: float, repeats: int, device) -> dict:
+    """RTF of sampling `batch` prompts of `seconds` each (oracle length: no duration noise)."""
+    texts = ["Printing, in the only sense with which we are at present concerned."] * batch
+    frames = [int(seconds * audio.FRAMES_PER_SECOND)] * batch
+
+    def run():
+        mel, _ = model.sample(texts, steps=steps, cfg_scale=cfg_scale, n_frames=frames)
+        return vocoder(mel.transpose(1, 2)) if vocoder is not None else mel
+
+    for _ in range(2):  # warm-up: compilation, cuDNN autotuning
+        run()
+    synchronize(device)
+    start = time.time()
+    for _ in range(repeats):
+        run()
+    synchronize(device)
+    rtf = (time.time() - start) / repeats / (batch * seconds)
+    return {"mode": "sample", "batch": batch, "steps": steps, "cfg_scale": cfg_scale,
+            "vocoder": vocoder.name if vocoder is not None else "none",
+            "rtf": round(rtf, 5), "x_real_time": round(1 / rtf, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/ljspeech.yaml")
+    parser.add_argument("--out", required=True, help="JSONL file to append records to")
+    parser.add_argument("--mode", choices=("train", "sample", "all"), default="all")
+    parser.add_argument("--variants", default="eager,compile")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--utterances", type=int, default=2048)
+    parser.add_argument("--texts", default=os.path.join(REPO, "..", "shared", "data",
+                                                         "ljspeech_text", "metadata.csv"))
+    parser.add_argument("--sample_steps", default="16,32,50")
+    parser.add_argument("--sample_batches", default="1,32")
+    parser.add_argument("--vocoder", default="hifigan")
+    parser.add_argument("--peak_tflops", type=float, default=790.0,
+                        help="bf16 dense matmul rate measured on an H100 SXM")
+    args, overrides = parser.parse_known_args()  # the rest: --key value config overrides
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base = config_lib.load_config(args.config, config_lib.parse_overrides(overrides))
+    common = device_record(device, args.config)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+
+    def emit(record: dict) -> None:
+        record = {**common, **record}
+        print(json.dumps(record), flush=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    with tempfile.TemporaryDirectory() as root:
+        if args.mode in ("train", "all"):
+            texts = ljspeech_texts(args.texts, args.utterances, base.seed)
+            dataset = PreparedDataset(synthetic_dataset(root, texts, base.seed))
+            for name in args.variants.split(","):
+                cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
+                                              "out_dir": root}, f"variant {name}")
+                emit({"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
+                      "optimizer": cfg.optimizer, "cache_text_features": cfg.cache_text_features,
+                      "bucket_batches": cfg.bucket_batches,
+                      **bench_train(cfg, dataset, device, args.warmup, args.steps, args.peak_tflops)})
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        if args.mode in ("sample", "all"):
+            cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
+            model = FlowTTS(cfg).to(device).eval()
+            if cfg.compile:
+                model.decoder.compile(dynamic=True)
+            vocoder = audio.load_vocoder(args.vocoder, str(device))
+            for batch in map(int, args.sample_batches.split(",")):
+                for steps in map(int, args.sample_steps.split(",")):
+                    for voc in (None, vocoder):
+                        emit({"compile": cfg.compile, **bench_sample(
+                            model, voc, batch, steps, 2.0, 6.57, 3, device)})
+
+
+if __name__ == "__main__":
+    main()
