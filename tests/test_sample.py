@@ -1,0 +1,81 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+import torch
+
+import checkpoint
+import config
+import sample
+from conftest import REPO
+from model import FlowTTS, tokenize
+
+
+@pytest.fixture
+def tiny_ckpt(tiny_overrides, tmp_path):
+    cfg = config.load_config(None, {**tiny_overrides, "mel_mean": -5.0, "mel_std": 2.0})
+    torch.manual_seed(0)
+    model = FlowTTS(cfg)
+    with torch.no_grad():  # a duration head that predicts ~0.1 s per byte: short test wavs
+        model.duration.mlp[2].bias.fill_(-2.3)
+        model.duration.mlp[2].weight.zero_()
+    state = {"model": checkpoint.trainable_state(model), "config": config.as_dict(cfg), "step": 0}
+    checkpoint.save(str(tmp_path / "ckpt"), state, keep=1)
+    return str(tmp_path / "ckpt" / "latest.pt"), model
+
+
+def run_sample(*args):
+    return subprocess.run([sys.executable, "sample.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_wav_length_matches_predicted_duration(tiny_ckpt, tmp_path):
+    path, model = tiny_ckpt
+    text = "Hello from a tiny model."
+    out = tmp_path / "hello.wav"
+    result = run_sample("--ckpt", path, "--text", text, "--out", str(out), "--steps", "2",
+                        "--vocoder", "griffinlim")
+    assert result.returncode == 0, result.stderr
+    ids, mask = tokenize([text], model.cfg.max_text_length)
+    frames = int(model.predict_frames(model.encode_text(ids, mask), mask)[0])
+    wave, rate = sf.read(out)
+    assert rate == 22050 and wave.ndim == 1
+    assert len(wave) == frames * 256 and 5 < frames < 1024
+
+
+def test_text_file_writes_numbered_outputs(tiny_ckpt, tmp_path):
+    path, _ = tiny_ckpt
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("First prompt.\n\nA second, longer prompt here.\n")
+    result = run_sample("--ckpt", path, "--text-file", str(prompts), "--out",
+                        str(tmp_path / "out" / "p.wav"), "--steps", "1", "--vocoder", "griffinlim")
+    assert result.returncode == 0, result.stderr
+    lengths = [sf.info(tmp_path / "out" / f"p_{i:03d}.wav").frames for i in range(2)]
+    assert lengths[1] > lengths[0] > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--text", ""], "prompt is empty"),
+    (["--text", "   \t "], "prompt is empty"),
+    (["--text", "x" * 10000], "at most 256"),
+    (["--text", "bell\x07here"], "control character"),
+    (["--text", "ok", "--steps", "0"], "--steps must be >= 1"),
+    (["--text", "ok", "--cfg_scale", "-1"], "--cfg_scale must be >= 0"),
+    (["--text", "ok", "--out", "/proc/nope/x.wav"], "cannot create"),
+])
+def test_user_errors_are_one_clear_line(tiny_ckpt, tmp_path, args, message):
+    path, _ = tiny_ckpt
+    out = ["--out", str(tmp_path / "x.wav")] if "--out" not in args else []
+    result = run_sample("--ckpt", path, *out, "--vocoder", "griffinlim", *args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "x.wav")
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    result = run_sample("--ckpt", str(tmp_path / "none.pt"), "--text", "hi", "--out",
+                        str(tmp_path / "x.wav"))
+    assert result.returncode != 0 and "none.pt" in result.stderr
+    assert "Traceback" not in result.stderr
