@@ -208,19 +208,20 @@ def _sentence(r: random.Random) -> str:
     return text[0].upper() + text[1:]
 
 
-def generate_sentences(n: int, seed: int = 0) -> list[str]:
-    """`n` distinct sentences whose word counts follow a clipped normal, same for a seed."""
+def generate_sentences(n: int, seed: int = 0, max_words: int = MAX_WORDS) -> list[str]:
+    """`n` distinct sentences whose word counts follow a clipped normal, same for a seed;
+    `max_words` caps the length (the CPU demo uses short sentences to train in minutes)."""
     r, seen = random.Random(seed), {}
     for _ in range(100 * n + 1000):
         if len(seen) == n:
             return list(seen)
         # the templates alone give too many short sentences: draw a length, then a sentence
         # near it, so durations spread like LJSpeech's instead of like the templates'
-        target = min(max(round(r.gauss(MEAN_WORDS, SD_WORDS)), MIN_WORDS), MAX_WORDS)
+        target = min(max(round(r.gauss(MEAN_WORDS, SD_WORDS)), MIN_WORDS), max_words)
         for _ in range(100):
             text = _sentence(r)
             words = len(text.split())
-            if abs(words - target) <= 1 and MIN_WORDS <= words <= MAX_WORDS:
+            if abs(words - target) <= 1 and MIN_WORDS <= words <= max_words:
                 seen.setdefault(text, None)  # a dict keeps draw order, so the list is seeded
                 break
     raise RuntimeError(f"generated only {len(seen)} distinct sentences of {n}")
@@ -290,7 +291,7 @@ def _stats(rows, split, durations, **settings) -> dict:
 
 def make_corpus(out_dir: str, n: int | None, seed: int = 0, workers: int | None = None,
                 val_fraction: float = 0.05, text_file: str | None = None, force: bool = False,
-                rate: int = DEFAULT_RATE) -> dict:
+                rate: int = DEFAULT_RATE, max_words: int = MAX_WORDS) -> dict:
     """Build the corpus at `out_dir` and return its stats (see module docstring)."""
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(os.path.join(out_dir, "metadata.csv")) and not force:
@@ -303,7 +304,7 @@ def make_corpus(out_dir: str, n: int | None, seed: int = 0, workers: int | None 
     if shutil.which("espeak-ng") is None:
         raise FileNotFoundError("espeak-ng not found; install with apt-get install espeak-ng")
     rows = (read_metadata(text_file, n) if text_file else
-            [(f"SYN-{k:05d}", t, t) for k, t in enumerate(generate_sentences(n, seed), 1)])
+            [(f"SYN-{k:05d}", t, t) for k, t in enumerate(generate_sentences(n, seed, max_words), 1)])
     split = assign_splits(rows, val_fraction)
     tmp = f"{out_dir}.tmp-{os.getpid()}"
     try:
@@ -333,13 +334,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--val_fraction", type=float, default=0.05)
     p.add_argument("--rate", type=int, default=DEFAULT_RATE, help="espeak-ng words per minute")
+    p.add_argument("--max_words", type=int, default=MAX_WORDS, help="cap sentence length")
     p.add_argument("--text", default=None, help="speak this LJSpeech metadata.csv instead")
     p.add_argument("--force", action="store_true", help="rebuild OUT if it exists")
     args = p.parse_args()
     n = args.n if args.n is not None or args.text else 1000
     try:
         make_corpus(args.out, n, args.seed, args.workers, args.val_fraction, args.text,
-                    args.force, args.rate)
+                    args.force, args.rate, args.max_words)
     except (FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
