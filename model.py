@@ -29,9 +29,11 @@ def _tokenizer():
 
 
 def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """UTF-8 bytes + EOS, right-padded to the batch max. Returns ids (b, l), mask (b, l) bool."""
+    """UTF-8 bytes + EOS, right-padded to the batch max rounded up to a multiple of 16 (the
+    attention kernels' alignment: other lengths make a compiled decoder recompile).
+    Returns ids (b, l), mask (b, l) bool."""
     enc = _tokenizer()(texts, padding=True, truncation=True, max_length=max_length,
-                       return_tensors="pt")
+                       pad_to_multiple_of=16, return_tensors="pt")
     return enc.input_ids, enc.attention_mask.bool()
 
 
@@ -41,7 +43,7 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.frozen = cfg.text_encoder == "byt5"
-        self.max_length = cfg.max_text_length
+        self.padded_length = -(-cfg.max_text_length // 16) * 16  # tokenize pads to 16s
         if self.frozen:
             from transformers import T5EncoderModel
             self.t5 = T5EncoderModel.from_pretrained(cfg.text_encoder_name)
@@ -63,7 +65,7 @@ class TextEncoder(nn.Module):
             return self.embedding(ids)
         # Pad to a fixed length so every row is computed the same way whatever the batch:
         # this makes cached features bit-identical to features computed on the fly.
-        pad = self.max_length - ids.shape[1]
+        pad = self.padded_length - ids.shape[1]
         with torch.no_grad():
             hidden = self.t5(input_ids=F.pad(ids, (0, pad)),
                              attention_mask=F.pad(mask, (0, pad)).long()).last_hidden_state
@@ -76,7 +78,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, eps=1e-6)
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), eps=1e-6)  # fused in bf16
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
@@ -226,7 +228,9 @@ class FlowTTS(nn.Module):
         self.text_proj = nn.Linear(self.text_encoder.width, cfg.decoder_d_model, bias=False)
         self.duration = DurationPredictor(self.text_encoder.width)
         self.decoder = MelDecoder(cfg)
-        self.register_buffer("null_ids", tokenize([""], cfg.max_text_length)[0], persistent=False)
+        null_ids, null_mask = tokenize([""], cfg.max_text_length)  # EOS only: the CFG null text
+        self.register_buffer("null_ids", null_ids, persistent=False)
+        self.register_buffer("null_mask", null_mask, persistent=False)
 
     def encode_text(self, ids, mask):
         return self.text_encoder(ids, mask)  # (b, l, h)
@@ -258,8 +262,8 @@ class FlowTTS(nn.Module):
         """Replace dropped rows by the empty text's features (EOS only): the CFG null condition."""
         if not bool(drop.any()):
             return text_hidden, text_mask
-        null = self.encode_text(self.null_ids, torch.ones_like(self.null_ids, dtype=torch.bool))
-        null_hidden = F.pad(null, (0, 0, 0, text_hidden.shape[1] - 1))  # (1, l, h)
+        null = self.encode_text(self.null_ids, self.null_mask)
+        null_hidden = F.pad(null[:, :1], (0, 0, 0, text_hidden.shape[1] - 1))  # (1, l, h)
         null_mask = torch.zeros_like(text_mask[:1])
         null_mask[:, 0] = True
         keep = ~drop[:, None]
