@@ -162,8 +162,10 @@ def _load_bigvgan(model_name: str, device: str) -> Vocoder:
     try:  # the local Hugging Face cache (or a local directory) first, the hub only if reachable
         model = bigvgan.BigVGAN.from_pretrained(model_name, use_cuda_kernel=False,
                                                 local_files_only=True)
-    except Exception:
-        if os.path.isdir(model_name) or not _hub_reachable():
+    except Exception as exc:
+        if os.path.isdir(model_name):
+            raise VocoderError(f"bigvgan: cannot load {model_name!r} ({exc})") from None
+        if not _hub_reachable():
             raise VocoderError(f"bigvgan: weights {model_name!r} not in the local cache and the "
                                f"hub is unreachable") from None
         try:

@@ -168,7 +168,9 @@ def _normalizer():
 
 def normalize_text(text: str) -> str:
     # Whisper's normalizer deletes words inside ( ) and [ ]; LJSpeech's reader speaks them.
-    return _normalizer()(re.sub(r"[()\[\]]", " ", text)).strip()
+    # It also leaves a lone "." for a trailing "..." in Whisper's output: not a word, dropped.
+    words = _normalizer()(re.sub(r"[()\[\]]", " ", text)).split()
+    return " ".join(w for w in words if any(c.isalnum() for c in w))
 
 
 def word_errors(reference: str, hypothesis: str) -> dict | None:
@@ -202,9 +204,8 @@ def score(prompts: list[tuple[str, str]], hypotheses: list[str]) -> tuple[list[d
 # --- prompts -----------------------------------------------------------------------------------
 def evenly_spaced(items: list, n: int) -> list:
     """A deterministic subset of n items spread over the list (n = 0 or >= len: all)."""
-    if n <= 0 or n >= len(items):
-        return list(items)
-    return [items[i * len(items) // n] for i in range(n)]
+    k = n if 0 < n < len(items) else len(items)
+    return [items[i * len(items) // k] for i in range(k)]
 
 
 def load_prompts(spec: str, train_texts: list[str] | None = None,

@@ -133,6 +133,7 @@ def test_hifigan_resynthesis_keeps_wer_within_ten_points(tiny_asr, tmp_path):
     ("He paid twenty five dollars.", "He paid $25.", 0, 0, 0, 3),  # numbers: "he paid $25"
     ("The man (who was tall) left.", "the man who was tall left", 0, 0, 0, 6),  # spoken parens
     ("Call me at [nine] o'clock", "call me at nine o'clock", 0, 0, 0, 5),
+    ("and it was natural therefore", "And it was natural therefore...", 0, 0, 0, 5),  # no "."
 ])
 def test_word_errors_hand_computed(ref, hyp, sub, dele, ins, n_ref):
     counts = evaluator.word_errors(ref, hyp)
