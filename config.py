@@ -96,14 +96,14 @@ class TrainConfig:
 
     # In-loop evaluation: sample, vocode, transcribe, WER (rank 0).
     eval_interval: int = 0
-    eval_prompts: str = "eval/libritts_samples.txt"  # or "overfit": the training texts
+    eval_prompts: str = "eval/libritts_samples.txt"  # or overfit / val: the dataset's texts
     eval_num_samples: int = 4  # 0: all prompts
     eval_steps: int = 32
     eval_cfg_scale: float = 2.0
     eval_whisper_model: str = "base.en"
     eval_whisper_device: str = ""
     eval_asr: str = "auto"  # auto | openai-whisper | faster-whisper | none
-    eval_vocoder: str = "auto"  # auto | bigvgan | hifigan | griffinlim
+    eval_vocoder: str = "auto"  # auto | bigvgan | hifigan | griffinlim | none (mels only)
     eval_vocoder_model: str = "nvidia/bigvgan_v2_22khz_80band_fmax8k_256x"
 
 
@@ -112,7 +112,7 @@ CHOICES = {
     "optimizer": ("muon", "adamw"),
     "dtype": ("bf16", "fp32"),
     "eval_asr": ("auto", "openai-whisper", "faster-whisper", "none"),
-    "eval_vocoder": ("auto", "bigvgan", "hifigan", "griffinlim"),
+    "eval_vocoder": ("auto", "bigvgan", "hifigan", "griffinlim", "none"),
 }
 # The audio front end is fixed (audio.py); a config may restate it but not change it.
 FIXED = {"n_mels": 80, "sample_rate": 22050, "n_fft": 1024, "hop_length": 256,

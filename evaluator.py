@@ -208,13 +208,15 @@ def evenly_spaced(items: list, n: int) -> list:
     return [items[i * len(items) // k] for i in range(k)]
 
 
-def load_prompts(spec: str, train_texts: list[str] | None = None,
-                 n: int = 0) -> list[tuple[str, str]]:
-    """'overfit' -> the training texts; else a text file, one prompt a line ('#' comments)."""
-    if spec == "overfit":
-        if not train_texts:
-            raise EvalError("eval_prompts 'overfit' needs the training texts")
-        prompts = [(f"train_{i:04d}", t) for i, t in enumerate(train_texts)]
+def load_prompts(spec: str, train_texts: list[str] | None = None, n: int = 0,
+                 val_texts: list[str] | None = None) -> list[tuple[str, str]]:
+    """'overfit' -> the training texts; 'val' -> the held-out texts; else a text file, one
+    prompt a line ('#' comments)."""
+    if spec in ("overfit", "val"):
+        texts, prefix = (train_texts, "train") if spec == "overfit" else (val_texts, "val")
+        if not texts:
+            raise EvalError(f"eval_prompts {spec!r} needs the dataset's {prefix} texts")
+        prompts = [(f"{prefix}_{i:04d}", t) for i, t in enumerate(texts)]
     else:
         path = spec if os.path.exists(spec) else os.path.join(REPO_ROOT, spec)
         try:
@@ -242,7 +244,7 @@ def sample_mels(model, texts, steps, cfg_scale, seed=0, batch_size=8, duration_s
     return mels
 
 
-def _voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=None,
+def voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=None,
                      report=True) -> dict:
     """Vocode each mel (n, m) to out_dir/<id>.wav, transcribe, score, write wer.jsonl and
     report.html; returns `summary` completed with the corpus WER and timings (since t0)."""
@@ -272,15 +274,39 @@ def _voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=
 
 def evaluate_texts(model, prompts, out_dir, steps, cfg_scale, vocoder, asr, seed=0, batch_size=8,
                    duration_scale=1.0, n_frames=None, gt_mels=None, report=True) -> dict:
-    """Sample, vocode, transcribe and score `prompts` [(id, text)]; asr None: wavs only.
-    n_frames: per-prompt lengths (oracle durations); gt_mels: {id: (n, m)} for the report."""
+    """Sample, vocode, transcribe and score `prompts` [(id, text)]; asr None: wavs only;
+    vocoder None: the generated mels only (out_dir/mels.npz is always written, to re-score
+    later with `eval_checkpoint.py --mels`). n_frames: per-prompt lengths (oracle durations);
+    gt_mels: {id: (n, m)} for the report."""
     start = time.time()
     mels = sample_mels(model, [t for _, t in prompts], steps, cfg_scale, seed, batch_size,
                        duration_scale, n_frames)
     summary = {"kind": "model samples", "steps": steps, "cfg": cfg_scale, "seed": seed,
                "duration_scale": duration_scale, "oracle_duration": n_frames is not None,
-               "sample_seconds": round(time.time() - start, 2)}
-    return _voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, start, gt_mels, report)
+               "sample_seconds": round(time.time() - start, 2), "n_prompts": len(prompts)}
+    save_mels(os.path.join(out_dir, "mels.npz"), prompts, mels, summary)
+    if vocoder is None:
+        return {**summary, "seconds": round(time.time() - start, 2)}
+    return voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, start, gt_mels, report)
+
+
+def save_mels(path: str, prompts, mels, settings: dict) -> None:
+    """Generated log-mels (n, m) as float16 with their prompts and sampling settings."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez_compressed(path, ids=np.array([p for p, _ in prompts]),
+                        texts=np.array([t for _, t in prompts]), settings=json.dumps(settings),
+                        **{f"mel_{i}": np.asarray(m, dtype=np.float16) for i, m in enumerate(mels)})
+
+
+def load_mels(path: str) -> tuple[list[tuple[str, str]], list[np.ndarray], dict]:
+    """(prompts, mels (n, m) float32, settings) as written by save_mels."""
+    try:
+        data = np.load(path)
+        prompts = list(zip(data["ids"].tolist(), data["texts"].tolist()))
+        mels = [data[f"mel_{i}"].astype(np.float32) for i in range(len(prompts))]
+        return prompts, mels, json.loads(str(data["settings"]))
+    except (OSError, KeyError, ValueError) as exc:
+        raise EvalError(f"{path}: not a mels.npz written by the evaluator ({exc})") from None
 
 
 def resynth_floor(dataset, rows, vocoder, asr, out_dir, report=True) -> dict:
@@ -288,7 +314,7 @@ def resynth_floor(dataset, rows, vocoder, asr, out_dir, report=True) -> dict:
     start = time.time()
     prompts = [(dataset.ids[r], dataset.texts[r]) for r in rows]
     mels = [dataset.mel(r) for r in rows]  # (n, m) each
-    return _voice_and_score(out_dir, prompts, mels, vocoder, asr, {"kind": "resynthesis floor"},
+    return voice_and_score(out_dir, prompts, mels, vocoder, asr, {"kind": "resynthesis floor"},
                             start, None, report)
 
 
@@ -311,19 +337,22 @@ def duration_error(model, dataset, rows, batch_size: int = 32) -> float:
 class InLoopEvaluator:
     """train.py calls evaluator(model, step) on rank 0 every eval_interval steps."""
 
-    def __init__(self, cfg, run_dir: str, train_texts: list[str] | None = None):
+    def __init__(self, cfg, run_dir: str, train_texts: list[str] | None = None,
+                 val_texts: list[str] | None = None):
         self.cfg, self.run_dir = cfg, run_dir
-        self.prompts = load_prompts(cfg.eval_prompts, train_texts, cfg.eval_num_samples)
-        self.vocoder, self.asr = None, None
+        self.prompts = load_prompts(cfg.eval_prompts, train_texts, cfg.eval_num_samples, val_texts)
+        self.vocoder, self.asr, self.loaded = None, None, False
 
     def __call__(self, model, step: int) -> dict:
         cfg = self.cfg
         model = getattr(model, "module", model)  # DDP wrapper
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-        if self.vocoder is None:  # loaded on the first call, then reused
+        if not self.loaded:  # on the first call, then reused
+            self.loaded = True
             device = str(next(model.parameters()).device)
-            self.vocoder = audio.load_vocoder(cfg.eval_vocoder, device, cfg.eval_vocoder_model)
-            if cfg.eval_asr != "none":
+            if cfg.eval_vocoder != "none":  # none: keep the mels only (score them elsewhere)
+                self.vocoder = audio.load_vocoder(cfg.eval_vocoder, device, cfg.eval_vocoder_model)
+            if cfg.eval_asr != "none" and self.vocoder is not None:
                 self.asr = load_asr(cfg.eval_asr, cfg.eval_whisper_model, cfg.eval_whisper_device)
         was_training = model.training
         model.eval()
@@ -334,7 +363,8 @@ class InLoopEvaluator:
                                      seed=cfg.seed)
         finally:
             model.train(was_training)
-        keys = ("seconds", "n_prompts", "audio_seconds") + (("wer",) if self.asr else ())
+        keys = ("seconds", "n_prompts") + (("audio_seconds",) if self.vocoder else ()) + (
+            ("wer",) if self.asr else ())
         return {f"eval/{k}": summary[k] for k in keys}
 
 

@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,6 +40,7 @@ USER_ERRORS = (evaluator.EvalError, evaluator.ASRError, audio.VocoderError, Chec
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", help="checkpoint file (a run's latest.pt)")
+    p.add_argument("--mels", help="score generated mels saved by an evaluation (mels.npz)")
     p.add_argument("--prompts", help="text file, one prompt a line; default: the split's texts")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num_samples", type=int, default=0, help="evenly spaced subset; 0: all")
@@ -59,8 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", default="", help='e.g. "steps=8,16,32 cfg_scale=1,2,3"')
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    if not args.ckpt and not (args.resynth and args.data_dir):
-        p.error("give --ckpt, or --data_dir with --resynth for the floor alone")
+    if not args.ckpt and not args.mels and not (args.resynth and args.data_dir):
+        p.error("give --ckpt, --mels, or --data_dir with --resynth for the floor alone")
     if args.ckpt and not (args.prompts or args.data_dir):
         p.error("give --prompts FILE or --data_dir DIR")
     if (args.oracle_duration or args.resynth) and not args.data_dir:
@@ -161,6 +163,13 @@ def main(argv=None) -> int:
             write_json(os.path.join(args.out, "resynth", "summary.json"), floor)
             print(f"floor ({args.split}, resynthesis): WER {pct(floor['wer'])} over "
                   f"{floor['n_prompts']} utterances ({floor['whisper_model']}, {floor['vocoder']})")
+        if args.mels:  # mels sampled elsewhere (e.g. on a GPU without the ASR packages)
+            prompts, mels, settings = evaluator.load_mels(args.mels)
+            summary = evaluator.voice_and_score(args.out, prompts, mels, vocoder, asr,
+                                                settings, time.time())
+            write_json(os.path.join(args.out, "summary.json"), summary)
+            print(f"{args.mels}: WER {pct(summary['wer'])} over {summary['n_prompts']} prompts "
+                  f"({summary['whisper_model']}, {summary['vocoder']})")
         if model is not None:
             summary = run_model(args, model, prompts, dataset, rows, vocoder, asr)
             if floor is not None:
