@@ -10,14 +10,12 @@ Shape letters: b batch, n mel frames, m mel bands, s samples.
 from __future__ import annotations
 
 import functools
-import html
 import importlib.util
 import json
 import os
 import re
 import shutil
 import time
-import urllib.parse
 
 import librosa
 import numpy as np
@@ -26,6 +24,7 @@ from tqdm import tqdm
 
 import audio
 from model import tokenize
+from report import write_report
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))  # prompt files may be given from here
 
@@ -366,64 +365,3 @@ class InLoopEvaluator:
         keys = ("seconds", "n_prompts") + (("audio_seconds",) if self.vocoder else ()) + (
             ("wer",) if self.asr else ())
         return {f"eval/{k}": summary[k] for k in keys}
-
-
-# --- report ------------------------------------------------------------------------------------
-def save_mel_image(path: str, mel: np.ndarray, gt_mel: np.ndarray | None = None) -> None:
-    """Generated log-mel (n, m), and the ground truth beside it when given, as a PNG."""
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-    panels = [("generated", mel)] + ([("ground truth", gt_mel)] if gt_mel is not None else [])
-    fig = Figure(figsize=(4 * len(panels), 1.6), layout="tight")
-    for ax, (title, m) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        ax.imshow(np.asarray(m).T, origin="lower", aspect="auto", interpolation="nearest",
-                  vmin=audio.SILENCE_LOGMEL, vmax=2.0)
-        ax.set_title(title, fontsize=8)
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.savefig(path, dpi=80)
-
-
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title><style>
-body {{ font-family: sans-serif; }} table {{ border-collapse: collapse; }} .bad {{ color: #b00; }}
-td, th {{ border: 1px solid #ccc; padding: 4px; vertical-align: top; font-size: 13px; }}
-</style></head><body><h2>{title}</h2><table id="summary">{summary}</table><h3>Prompts</h3>
-<table id="prompts"><tr><th>id</th><th>audio</th><th>text / <i>transcript</i></th><th>WER</th>
-<th>mel</th></tr>
-{rows}
-</table>
-<script>  // show each clip's length once the browser has read it (headless tests read it too)
-document.querySelectorAll("audio").forEach(a => a.addEventListener("loadedmetadata", () => {{
-  document.getElementById("dur-" + a.dataset.id).textContent = a.duration.toFixed(2) + " s"; }}));
-</script></body></html>
-"""
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _report_row(row: dict, image: str | None) -> str:
-    pid, hyp, wer = _e(row["id"]), row.get("hypothesis"), row.get("wer")
-    wer_text = "" if wer is None else f"{100 * wer:.1f}% ({row['errors']}/{row['ref_words']})"
-    hyp = "(no ASR)" if hyp is None else _e(hyp) or "(nothing heard)"
-    img = f'<img src="{_e(image)}" height="120">' if image else ""
-    return (f'<tr><td>{pid}</td><td><audio controls preload="metadata" data-id="{pid}" '
-            f'src="{_e(urllib.parse.quote(row["id"]))}.wav"></audio><br>'
-            f'<span id="dur-{pid}"></span></td><td>{_e(row["text"])}<br><i>{hyp}</i></td>'
-            f'<td class="{"bad" if (wer or 0) > 0.3 else ""}">{wer_text}</td><td>{img}</td></tr>')
-
-
-def write_report(out_dir: str, rows: list[dict], summary: dict, mel_images: bool = True,
-                 mels: dict | None = None) -> str:
-    """out_dir/report.html beside the wavs: opens from disk, needs no network.
-    mels: {id: (generated (n, m), ground truth (n, m) or None)} for the <id>.png images."""
-    images = {}
-    for pid, (mel, gt) in (mels or {}).items() if mel_images else ():
-        save_mel_image(os.path.join(out_dir, f"{pid}.png"), mel, gt)
-        images[pid] = f"{pid}.png"
-    summary_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in summary.items())
-    page = _PAGE.format(title=_e(summary.get("kind", "evaluation")), summary=summary_html,
-                        rows="\n".join(_report_row(r, images.get(r["id"])) for r in rows))
-    with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as f:
-        f.write(page)
-    return f.name

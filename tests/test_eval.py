@@ -204,9 +204,12 @@ def test_in_loop_evaluator_restores_train_mode(tiny_model, tmp_path):
     assert tiny_model.training
     tiny_model.eval()
     assert sorted(os.listdir(tmp_path / "run" / "eval" / "step_7")) == [
-        "0000.png", "0000.wav", "0001.png", "0001.wav", "report.html", "wer.jsonl"]
+        "0000.png", "0000.wav", "0001.png", "0001.wav", "mels.npz", "report.html", "wer.jsonl"]
     assert metrics["eval/n_prompts"] == 2 and metrics["eval/seconds"] > 0
     assert "eval/wer" not in metrics
+    prompts, mels, settings = evaluator.load_mels(str(tmp_path / "run" / "eval" / "step_7" / "mels.npz"))
+    assert [p for p, _ in prompts] == ["0000", "0001"] and settings["steps"] == 1
+    assert all(m.shape[1] == 80 and m.dtype == np.float32 for m in mels)
 
 
 def test_duration_error_is_mean_relative_error(tiny_model, tiny_dataset):

@@ -1,0 +1,101 @@
+"""What a person looks at: the HTML listening report and PNG plots (mels, training curves).
+
+Shape letters: n mel frames, m mel bands.
+"""
+from __future__ import annotations
+
+import html
+import os
+import urllib.parse
+
+import numpy as np
+
+import audio
+
+
+# --- report ------------------------------------------------------------------------------------
+def save_mel_image(path: str, mel: np.ndarray, gt_mel: np.ndarray | None = None) -> None:
+    """Generated log-mel (n, m), and the ground truth beside it when given, as a PNG."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+    panels = [("generated", mel)] + ([("ground truth", gt_mel)] if gt_mel is not None else [])
+    fig = Figure(figsize=(4 * len(panels), 1.6), layout="tight")
+    for ax, (title, m) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        ax.imshow(np.asarray(m).T, origin="lower", aspect="auto", interpolation="nearest",
+                  vmin=audio.SILENCE_LOGMEL, vmax=2.0)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.savefig(path, dpi=80)
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title><style>
+body {{ font-family: sans-serif; }} table {{ border-collapse: collapse; }} .bad {{ color: #b00; }}
+td, th {{ border: 1px solid #ccc; padding: 4px; vertical-align: top; font-size: 13px; }}
+</style></head><body><h2>{title}</h2><table id="summary">{summary}</table>{figures}<h3>Prompts</h3>
+<table id="prompts"><tr><th>id</th><th>audio</th><th>text / <i>transcript</i></th><th>WER</th>
+<th>mel</th></tr>
+{rows}
+</table>
+<script>  // show each clip's length once the browser has read it (headless tests read it too)
+document.querySelectorAll("audio").forEach(a => a.addEventListener("loadedmetadata", () => {{
+  document.getElementById("dur-" + a.dataset.id).textContent = a.duration.toFixed(2) + " s"; }}));
+</script></body></html>
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _report_row(row: dict, image: str | None) -> str:
+    pid, hyp, wer = _e(row["id"]), row.get("hypothesis"), row.get("wer")
+    wer_text = "" if wer is None else f"{100 * wer:.1f}% ({row['errors']}/{row['ref_words']})"
+    hyp = "(no ASR)" if hyp is None else _e(hyp) or "(nothing heard)"
+    img = f'<img src="{_e(image)}" height="120">' if image else ""
+    return (f'<tr><td>{pid}</td><td><audio controls preload="metadata" data-id="{pid}" '
+            f'src="{_e(urllib.parse.quote(row["id"]))}.wav"></audio><br>'
+            f'<span id="dur-{pid}"></span></td><td>{_e(row["text"])}<br><i>{hyp}</i></td>'
+            f'<td class="{"bad" if (wer or 0) > 0.3 else ""}">{wer_text}</td><td>{img}</td></tr>')
+
+
+def write_report(out_dir: str, rows: list[dict], summary: dict, mel_images: bool = True,
+                 mels: dict | None = None, figures: tuple[str, ...] = ()) -> str:
+    """out_dir/report.html beside the wavs: opens from disk, needs no network. Row ids are
+    paths relative to out_dir (<id>.wav, <id>.png). mels: {id: (generated (n, m), ground
+    truth (n, m) or None)} to draw <id>.png; figures: more PNGs shown under the summary."""
+    for pid, (mel, gt) in (mels or {}).items() if mel_images else ():
+        save_mel_image(os.path.join(out_dir, f"{pid}.png"), mel, gt)
+    images = {r["id"]: f"{r['id']}.png" for r in rows
+              if os.path.exists(os.path.join(out_dir, f"{r['id']}.png"))}
+    summary_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in summary.items())
+    figures_html = "".join(f'<p><img src="{_e(f)}" width="900"></p>' for f in figures)
+    page = _PAGE.format(title=_e(summary.get("kind", "evaluation")), summary=summary_html,
+                        figures=figures_html,
+                        rows="\n".join(_report_row(r, images.get(r["id"])) for r in rows))
+    with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as f:
+        f.write(page)
+    return f.name
+
+
+# --- plots -------------------------------------------------------------------------------------
+def plot_run(records: list[dict], path: str, title: str = "") -> dict:
+    """Training loss, eval WER and step time against step (one PNG) from metrics.jsonl
+    records; returns the plotted series' lengths, so a caller can check what was drawn."""
+    from matplotlib.figure import Figure
+    series = {key: [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+              for key in ("train/loss", "val/flow_loss", "eval/wer", "train/step_ms")}
+    fig = Figure(figsize=(12, 3.2), layout="tight")
+    axes = fig.subplots(1, 3)
+    for ax, keys, label in ((axes[0], ("train/loss", "val/flow_loss"), "flow-matching loss"),
+                            (axes[1], ("eval/wer",), "WER"), (axes[2], ("train/step_ms",), "ms / step")):
+        for key in keys:
+            if series[key]:
+                steps, values = zip(*series[key])
+                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=key)
+        ax.set_xlabel("step"), ax.set_ylabel(label), ax.grid(alpha=0.3)
+        if any(series[k] for k in keys):
+            ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=90)
+    return {key: len(points) for key, points in series.items()}
