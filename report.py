@@ -20,11 +20,17 @@ def save_mel_image(path: str, mel: np.ndarray, gt_mel: np.ndarray | None = None)
     panels = [("generated", mel)] + ([("ground truth", gt_mel)] if gt_mel is not None else [])
     fig = Figure(figsize=(4 * len(panels), 1.6), layout="tight")
     for ax, (title, m) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        ax.imshow(np.asarray(m).T, origin="lower", aspect="auto", interpolation="nearest",
-                  vmin=audio.SILENCE_LOGMEL, vmax=2.0)
-        ax.set_title(title, fontsize=8)
-        ax.set_xticks([]), ax.set_yticks([])
+        draw_mel(ax, m, title)
     fig.savefig(path, dpi=80)
+
+
+def draw_mel(ax, mel: np.ndarray, title: str = "") -> None:
+    """One log-mel (n, m) on a matplotlib axis. The colour scale is fixed (silence .. 2), so
+    images of different utterances and models compare by eye."""
+    ax.imshow(np.asarray(mel).T, origin="lower", aspect="auto", interpolation="nearest",
+              vmin=audio.SILENCE_LOGMEL, vmax=2.0)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([]), ax.set_yticks([])
 
 
 _PAGE = """<!doctype html>

@@ -1,0 +1,52 @@
+"""Training curves of a run, finished or still writing: loss, eval WER and step time vs step.
+
+    python scripts/plot_run.py RUN_DIR [--out PNG]     # default RUN_DIR/training.png
+
+Reads RUN_DIR/metrics.jsonl with metric.read_metrics (a line being written is skipped) and
+draws with report.plot_run; prints each series' length and last value, so a glance at the
+terminal says whether the run is alive and improving.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from metric import read_metrics  # noqa: E402
+from report import plot_run  # noqa: E402
+
+
+def last_value(records: list[dict], key: str) -> tuple[int, float] | None:
+    for record in reversed(records):
+        if isinstance(record.get(key), (int, float)):
+            return record["step"], record[key]
+    return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a run directory holding metrics.jsonl")
+    parser.add_argument("--out", help="PNG to write (default RUN_DIR/training.png)")
+    args = parser.parse_args(argv)
+    try:
+        records = read_metrics(args.run_dir)
+    except OSError as exc:
+        print(f"error: {args.run_dir}: no metrics.jsonl to read ({exc.strerror})", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join(args.run_dir, "training.png")
+    name = os.path.basename(os.path.abspath(args.run_dir))
+    last_step = max((r.get("step", 0) for r in records), default=0)
+    counts = plot_run(records, out, f"{name} (step {last_step})")
+    for key, n in counts.items():
+        last = last_value(records, key)
+        tail = f", last {last[1]:.4g} at step {last[0]}" if last else ""
+        print(f"{key:<16} {n:>6} points{tail}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
