@@ -1,9 +1,11 @@
 """Checkpoints: one file holding model, optimizer, step, data position, config and RNG state.
 
 Writes are atomic (temp file, fsync, rename), so a kill at any moment leaves either the old
-or the new `latest.pt`, never half of one. The previous `keep_checkpoints - 1` checkpoints
-stay beside it as `step_<N>.pt`. Reads use `torch.load(weights_only=True)`, which refuses a
-pickle that would run code, and fall back to an older checkpoint when the newest is damaged.
+or the new `latest.pt`, never half of one (the next save deletes the killed writer's temp
+file). The previous `keep_checkpoints - 1` checkpoints stay beside it as `step_<N>.pt`.
+Non-finite weights are never written. Reads use `torch.load(weights_only=True)`, which
+refuses a pickle that would run code, and fall back to an older checkpoint when the newest
+is damaged.
 """
 from __future__ import annotations
 
@@ -40,21 +42,45 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def make_run_dir(run_dir: str) -> None:
+    """Create run_dir and check it takes files, before any work that would be lost."""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise CheckpointError(f"run directory {run_dir} is not writable")
+
+
+def check_finite(state: dict) -> None:
+    """Refuse to save NaN/inf weights: they would replace the last good checkpoint."""
+    for part in ("model", "ema"):
+        for key, value in (state.get(part) or {}).items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"refusing to save step {state['step']}: {part} weight "
+                                      f"{key} is not finite")
+
+
 def save(run_dir: str, state: dict, keep: int) -> str:
     """Write `state` as run_dir/latest.pt atomically; keep the previous keep-1 as step_<N>.pt."""
+    check_finite(state)
     os.makedirs(run_dir, exist_ok=True)
     latest, tmp = os.path.join(run_dir, LATEST), os.path.join(run_dir, f".{LATEST}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    if os.path.exists(latest):  # the old one keeps a second name before the new one takes over
+    try:  # the old one keeps a second name before the new one takes over
         old_step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["step"]
-        older = os.path.join(run_dir, f"step_{old_step:08d}.pt")
-        if not os.path.exists(older) and old_step != state["step"]:
-            os.link(latest, older)
+    except Exception:  # none yet, or damaged: nothing worth keeping
+        old_step = state["step"]
+    older = os.path.join(run_dir, f"step_{old_step:08d}.pt")
+    if old_step != state["step"] and not os.path.exists(older):
+        os.link(latest, older)
     os.replace(tmp, latest)
     _fsync_dir(run_dir)
+    for stale in glob.glob(os.path.join(run_dir, f".{LATEST}.tmp*")):  # left by a killed writer
+        os.unlink(stale)
     for stale in candidates(run_dir)[keep:]:
         if os.path.basename(stale) != LATEST:
             os.unlink(stale)
@@ -73,9 +99,10 @@ def load(path: str) -> dict:
     """Load one checkpoint file; any failure becomes a CheckpointError naming the path."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, unreadable file
+    except Exception as exc:  # truncated zip, foreign pickle, unreadable or empty file
+        first_line = (str(exc).splitlines() or [""])[0][:200]
         raise CheckpointError(f"{path}: not a loadable checkpoint "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                              f"({type(exc).__name__}: {first_line})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a checkpoint of this project (no model/config)")
     return state

@@ -228,7 +228,8 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Train
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: "
+                              f"{' '.join(str(exc).split())}") from None  # one line
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path}: expected a mapping of key: value")
         cfg = apply(cfg, values, path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -160,6 +161,14 @@ class Collate:
                      drop_text=torch.tensor([it[3] for it in items]))
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGINT to the main process, which finishes its step,
+    saves and shuts them down. A scheduler, torchrun or Ctrl-C signals the whole process
+    group, and a worker killed mid-step makes the DataLoader raise at a random point."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class BatchStream:
     """This rank's batches, epoch after epoch, from a given position (for exact resume)."""
 
@@ -185,7 +194,7 @@ class BatchStream:
             loader = torch.utils.data.DataLoader(
                 batches, batch_size=None, collate_fn=collate, num_workers=self.cfg.num_workers,
                 prefetch_factor=self.cfg.prefetch_factor if self.cfg.num_workers else None,
-                pin_memory=torch.cuda.is_available())
+                pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)
             for batch in loader:
                 position += 1
                 yield epoch, position, batch

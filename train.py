@@ -110,19 +110,25 @@ def should_stop(local: bool, world_size: int, device) -> bool:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT or a STOP file in the run dir; checked once per step."""
+    """A stop signal or a STOP file in the run dir; checked once per step."""
+    signals: list[int] = []  # all the handler does is append here: it may run at any bytecode
 
     def __init__(self, run_dir: str):
         self.stop_file = os.path.join(run_dir, "STOP")
-        self.signalled = False
+
+    @classmethod
+    def catch_signals(cls) -> None:
+        """From now on SIGTERM/SIGINT (scheduler, torchrun, Ctrl-C) only set the flag. Called
+        first thing in __main__, so a signal during setup is caught too."""
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+            signal.signal(sig, lambda signum, frame: cls.signals.append(signum))
+            signal.siginterrupt(sig, False)  # restart interrupted system calls, don't fail them
 
-    def _handle(self, signum, frame):
-        self.signalled = True
-
-    def __call__(self) -> bool:
-        return self.signalled or os.path.exists(self.stop_file)
+    def __call__(self) -> str:
+        """Why to stop ("" to go on)."""
+        if self.signals:
+            return f"stopped by {signal.Signals(self.signals[0]).name}"
+        return "stopped by a STOP file" if os.path.exists(self.stop_file) else ""
 
 
 def load_weights(model: FlowTTS, state: dict, what: str) -> None:
@@ -198,7 +204,10 @@ class Trainer:
             frames = frames + batch.useful_frames
             padded += batch.mel_mask.numel()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.cfg.grad_clip)
-        updated = bool(torch.isfinite(grad_norm) & torch.isfinite(result.loss))  # one sync/step
+        finite = (torch.isfinite(grad_norm) & torch.isfinite(result.loss)).float()
+        if self.world_size > 1:  # the loss is per rank: all ranks must skip together
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        updated = bool(finite)  # one sync per step
         if updated:
             for opt in self.optimizers:
                 opt.step()
@@ -233,7 +242,7 @@ def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
     torch.set_rng_state(state["rng_cpu"])
     if torch.cuda.is_available() and state.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(state["rng_cuda"])
-    log(f"resumed from {cfg.out_dir}/latest.pt at step {state['step']}")
+    log(f"resumed from {cfg.out_dir} at step {state['step']}")
     return state["step"], state["epoch"], state["position"]
 
 
@@ -278,6 +287,8 @@ def main(argv: list[str]) -> None:
     if not train_rows:
         raise DatasetError(f"{cfg.data_dir}: no training utterances fit block_size "
                            f"{cfg.block_size} and max_text_length {cfg.max_text_length}")
+    if master:
+        checkpoint.make_run_dir(cfg.out_dir)
 
     # Model, optimizer, EMA, text features; resume; compile and DDP.
     trainer = Trainer(cfg, dataset, world_size, device)
@@ -307,7 +318,7 @@ def main(argv: list[str]) -> None:
     flops_per_frame = decoder_flops_per_frame(cfg, dataset.n_frames.mean(), 100)["train"]
 
     # The loop: one optimizer step per iteration.
-    train_seconds, seconds_at_log, bad_steps = 0.0, 0.0, 0
+    train_seconds, seconds_at_log, bad_steps, updates = 0.0, 0.0, 0, 0  # updates since the log
     loss_sum, frames_since_log = torch.zeros((), device=device), torch.zeros((), device=device)
     while True:
         if step >= cfg.max_steps or (cfg.max_epochs and epoch >= cfg.max_epochs):
@@ -319,15 +330,15 @@ def main(argv: list[str]) -> None:
         out = trainer.step(batches, lr_at(step, cfg))
         epoch, position = out.epoch, out.position
         if out.updated:
-            bad_steps = 0
+            bad_steps, updates = 0, updates + 1
             loss_sum += out.flow_loss
         else:
             bad_steps += 1
-            log(f"step {step}: non-finite loss or gradient norm, update skipped ({bad_steps} in a row)")
-            metrics.log(step, {"train/skipped_nonfinite": 1})
+            log(f"step:{step + 1} skipped: non-finite loss or grad norm ({bad_steps} in a row)")
+            metrics.log(step + 1, {"train/skipped_nonfinite": 1})
             if bad_steps >= cfg.max_bad_steps:
-                raise FloatingPointError(f"{bad_steps} non-finite steps in a row; stopping without "
-                                         f"saving (last good checkpoint: {cfg.out_dir}/latest.pt)")
+                raise FloatingPointError(f"non-finite loss or grad norm {bad_steps} steps in a row "
+                                         f"(max_bad_steps {cfg.max_bad_steps}); stopped, not saved")
         frames_since_log += out.useful_frames
         step += 1
         train_seconds += time.time() - t_step
@@ -341,7 +352,7 @@ def main(argv: list[str]) -> None:
                 loss_sum /= world_size
             frames = frames_since_log.item() * world_size
             lr = lr_at(step - 1, cfg)
-            values = {"train/loss": loss_sum.item() / cfg.log_interval,
+            values = {"train/loss": loss_sum.item() / updates if updates else float("nan"),
                       "train/duration_loss": out.result.duration_loss.item(), "train/lr": lr,
                       "train/grad_norm": out.grad_norm.item(), "train/epoch": epoch,
                       "train/step_ms": 1000 * elapsed / cfg.log_interval,
@@ -352,6 +363,7 @@ def main(argv: list[str]) -> None:
             metrics.log(step, values)
             loss_sum.zero_()
             frames_since_log.zero_()
+            updates = 0
         if master and step % cfg.save_interval == 0:
             save(trainer, cfg, step, epoch, position)
         if master and val_batches and step % cfg.val_interval == 0:
@@ -365,7 +377,8 @@ def main(argv: list[str]) -> None:
     # Final save.
     if master:
         save(trainer, cfg, step, epoch, position)
-        log(f"saved {cfg.out_dir}/latest.pt at step {step}" + (" (stopped)" if stop() else ""))
+        reason = stop()
+        log(f"saved {cfg.out_dir}/latest.pt at step {step}" + (f" ({reason})" if reason else ""))
     metrics.close()
     if world_size > 1:
         dist.barrier()
@@ -373,7 +386,9 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    StopFlag.catch_signals()
     try:
         main(sys.argv[1:])
-    except (config_lib.ConfigError, DatasetError, checkpoint.CheckpointError) as exc:
+    except (config_lib.ConfigError, DatasetError, checkpoint.CheckpointError,
+            FloatingPointError) as exc:
         sys.exit(f"error: {exc}")
