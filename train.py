@@ -283,7 +283,7 @@ def main(argv: list[str]) -> None:
         cfg = config_lib.apply(cfg, {"mel_mean": dataset.stats["mel_mean"],
                                      "mel_std": dataset.stats["mel_std"]}, "dataset stats")
     train_rows = dataset.rows("train", cfg.block_size, cfg.max_text_length, cfg.overfit_first_n_samples)
-    val_rows = dataset.rows("val", cfg.block_size, cfg.max_text_length)[:64]
+    val_rows = dataset.rows("val", cfg.block_size, cfg.max_text_length)
     if not train_rows:
         raise DatasetError(f"{cfg.data_dir}: no training utterances fit block_size "
                            f"{cfg.block_size} and max_text_length {cfg.max_text_length}")
@@ -309,7 +309,8 @@ def main(argv: list[str]) -> None:
     evaluator = None
     if master and cfg.eval_interval:
         import evaluator as evaluator_lib
-        evaluator = evaluator_lib.InLoopEvaluator(cfg, cfg.out_dir, [dataset.texts[r] for r in train_rows])
+        evaluator = evaluator_lib.InLoopEvaluator(cfg, cfg.out_dir, [dataset.texts[r] for r in train_rows],
+                                                  [dataset.texts[r] for r in val_rows])
     stream = BatchStream(dataset, train_rows, cfg, rank, world_size)
     batches = stream.iterate(epoch, position)
     val_batches = [Collate(dataset, cfg)(rows) for rows in
@@ -374,11 +375,13 @@ def main(argv: list[str]) -> None:
             if world_size > 1:
                 dist.barrier()
 
-    # Final save.
+    # Final save; a run that ended on its own also evaluates its final weights.
     if master:
         save(trainer, cfg, step, epoch, position)
         reason = stop()
         log(f"saved {cfg.out_dir}/latest.pt at step {step}" + (f" ({reason})" if reason else ""))
+        if evaluator is not None and step % cfg.eval_interval and not reason:
+            metrics.log(step, evaluator(trainer.ema or model, step))
     metrics.close()
     if world_size > 1:
         dist.barrier()
