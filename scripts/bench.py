@@ -14,6 +14,7 @@ mel only and mel + vocoder.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -55,7 +56,7 @@ def ljspeech_texts(path: str | None, n: int, seed: int) -> list[str]:
 
 def synthetic_dataset(root: str, texts: list[str], seed: int) -> str:
     """A prepared dataset (the real on-disk format) of random mels with LJSpeech lengths."""
-    prepare = _load_prepare()
+    prepare = importlib.import_module("scripts.prepare_ljspeech")
     rng = np.random.default_rng(seed)
     seconds = np.clip(np.array([len(t) for t in texts]) / 15.2 * rng.normal(1, 0.08, len(texts)),
                       1.1, 10.1)
@@ -73,16 +74,6 @@ def synthetic_dataset(root: str, texts: list[str], seed: int) -> str:
     prepare.write_index(os.path.join(out, "index.parquet"), columns)
     prepare.write_stats(out, {"mel_mean": -5.5, "mel_std": 2.0, "n_utterances": len(texts)})
     return out
-
-
-def _load_prepare():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("prepare_ljspeech",
-                                                  os.path.join(REPO, "scripts", "prepare_ljspeech.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def device_record(device: torch.device, cfg_path: str) -> dict:

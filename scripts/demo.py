@@ -11,7 +11,7 @@ Stages (each reused when already done; `--fresh` starts over):
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -35,11 +35,7 @@ ROOT = os.path.join(REPO, ".artifacts", "demo")
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"scripts.{name}")  # importable by worker processes too
 
 
 def stage(number: int, text: str) -> float:

@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -252,7 +253,9 @@ def extract_mels(paths: list[str], max_seconds: float, workers: int):
     if workers <= 1:
         yield from (process_clip(p, max_seconds) for p in paths)
         return
-    pool = cf.ProcessPoolExecutor(workers, initializer=_init_worker)
+    # not fork: a child forked from a threaded process (torch, CTranslate2) can hang on a lock
+    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                                  initializer=_init_worker)
     try:
         yield from pool.map(process_clip, paths, [max_seconds] * len(paths), chunksize=4)
     finally:

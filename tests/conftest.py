@@ -2,7 +2,7 @@
 with the real prepare script, and config overrides for a model that trains in seconds on CPU."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 
@@ -30,13 +30,9 @@ TINY_TEXTS = [
 
 
 def load_script(name: str):
-    """Import scripts/<name>.py as a module (scripts/ is not a package)."""
-    path = os.path.join(REPO, "scripts", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses in the script look their module up here
-    spec.loader.exec_module(module)
-    return module
+    """Import scripts/<name>.py as `scripts.<name>`: a real module name, so worker processes
+    started by forkserver or spawn can import what they run."""
+    return importlib.import_module(f"scripts.{name}")
 
 
 def write_tone_corpus(root: str, texts: list[str], seed: int = 0) -> str:
