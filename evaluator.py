@@ -318,18 +318,24 @@ def resynth_floor(dataset, rows, vocoder, asr, out_dir, report=True) -> dict:
 
 
 @torch.no_grad()
+def predicted_frames(model, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """The duration predictor's length (frames) for each text, as model.sample would use."""
+    device = next(model.parameters()).device
+    frames = []
+    for start in range(0, len(texts), batch_size):
+        ids, mask = tokenize(texts[start:start + batch_size], model.cfg.max_text_length)
+        ids, mask = ids.to(device), mask.to(device)  # (b, l)
+        frames += model.predict_frames(model.encode_text(ids, mask), mask).tolist()
+    return np.asarray(frames, dtype=np.int64)
+
+
 def duration_error(model, dataset, rows, batch_size: int = 32) -> float:
     """Mean |predicted - true| / true utterance length of the duration predictor."""
-    device = next(model.parameters()).device
-    errors = []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        ids, mask = tokenize([dataset.texts[r] for r in batch], model.cfg.max_text_length)
-        ids, mask = ids.to(device), mask.to(device)
-        predicted = model.predict_frames(model.encode_text(ids, mask), mask).float().cpu()
-        true = torch.as_tensor(dataset.n_frames[batch], dtype=torch.float32)
-        errors += ((predicted - true).abs() / true).tolist()
-    return float(np.mean(errors)) if errors else float("nan")
+    if not rows:
+        return float("nan")
+    predicted = predicted_frames(model, [dataset.texts[r] for r in rows], batch_size)
+    true = dataset.n_frames[rows].astype(np.float64)
+    return float(np.mean(np.abs(predicted - true) / true))
 
 
 # --- in-loop evaluation ------------------------------------------------------------------------

@@ -27,20 +27,7 @@ import audio  # noqa: E402
 import evaluator  # noqa: E402
 from checkpoint import CheckpointError, load, model_from_checkpoint  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
-from model import tokenize  # noqa: E402
 from report import save_mel_image  # noqa: E402
-
-
-@torch.no_grad()
-def predicted_frames(model, texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """The duration predictor's length (frames) for each text, as model.sample would use."""
-    device = next(model.parameters()).device
-    frames = []
-    for start in range(0, len(texts), batch_size):
-        ids, mask = tokenize(texts[start:start + batch_size], model.cfg.max_text_length)
-        ids, mask = ids.to(device), mask.to(device)  # (b, l)
-        frames += model.predict_frames(model.encode_text(ids, mask), mask).tolist()
-    return np.asarray(frames, dtype=np.int64)
 
 
 def plot_durations(path: str, true_s: np.ndarray, pred_s: np.ndarray, title: str) -> None:
@@ -105,7 +92,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     true_s = dataset.n_frames[rows] / audio.FRAMES_PER_SECOND
-    pred_s = predicted_frames(model, [dataset.texts[r] for r in rows]) / audio.FRAMES_PER_SECOND
+    pred_s = evaluator.predicted_frames(model, [dataset.texts[r] for r in rows]) / audio.FRAMES_PER_SECOND
     error = float(np.mean(np.abs(pred_s - true_s) / true_s))  # as evaluator.duration_error
     step = load(args.ckpt)["step"]
     title = f"{args.split}: {len(rows)} utterances, step {step}, mean |error| {100 * error:.1f}%"
