@@ -20,21 +20,29 @@ SIZES = {
 }
 
 
+def byt5_config(size: str):
+    """The T5Config of a ByT5-architecture encoder of the given size (byte vocabulary)."""
+    from transformers import T5Config
+    return T5Config(vocab_size=384, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+                    tie_word_embeddings=False, **SIZES[size])
+
+
 def make_random_encoder(out_dir: str, size: str = "tiny", seed: int = 0) -> str:
     """Write config + weights to out_dir (atomically); return out_dir. A no-op if present."""
     if os.path.exists(os.path.join(out_dir, "config.json")):
         return out_dir
     import torch
-    from transformers import T5Config, T5EncoderModel
+    from transformers import T5EncoderModel
 
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=384, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
-                      tie_word_embeddings=False, **SIZES[size])
-    model = T5EncoderModel(config)
+    model = T5EncoderModel(byt5_config(size))
     tmp = f"{out_dir.rstrip('/')}.tmp-{os.getpid()}"
     model.save_pretrained(tmp)
     os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
-    os.replace(tmp, out_dir) if not os.path.exists(out_dir) else shutil.rmtree(tmp)
+    if os.path.exists(out_dir):  # another process made it meanwhile
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out_dir)
     return out_dir
 
 

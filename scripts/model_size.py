@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 import torch  # noqa: E402
 
 import config as config_lib  # noqa: E402
-from make_random_encoder import SIZES  # noqa: E402
-from model import BYTE_VOCAB, FlowTTS, decoder_flops_per_frame  # noqa: E402
+from make_random_encoder import byt5_config  # noqa: E402
+from model import FlowTTS, decoder_flops_per_frame  # noqa: E402
 
 PUBLISHED = {"google/byt5-small": "small"}  # hub name -> make_random_encoder size, same shapes
 PARTS = (("text_encoder", "text encoder"), ("text_proj", "text projection"),
@@ -44,10 +44,8 @@ def encoder_config(name: str):
     except OSError:
         pass
     if name in PUBLISHED:  # ByT5 paper (Xue et al. 2022) / the hub's config.json
-        config = T5Config(vocab_size=BYTE_VOCAB, feed_forward_proj="gated-gelu",
-                          is_encoder_decoder=False, tie_word_embeddings=False,
-                          **SIZES[PUBLISHED[name]])
-        return config, f"published {name} architecture (not in the local cache)"
+        where = f"published {name} architecture (not in the local cache)"
+        return byt5_config(PUBLISHED[name]), where
     try:
         return T5Config.from_pretrained(name), f"{name} (hub)"
     except OSError as exc:
