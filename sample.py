@@ -19,6 +19,7 @@ import torch
 
 import audio
 import checkpoint
+from evaluator import sample_mels
 from model import FlowTTS
 
 
@@ -50,16 +51,9 @@ def output_paths(out: str, count: int) -> list[str]:
 
 def synthesize(model: FlowTTS, vocoder, texts: list[str], steps: int, cfg_scale: float,
                seed: int, duration_scale: float = 1.0, batch_size: int = 8) -> list:
-    """texts -> list of float32 waveforms, each trimmed to its predicted length."""
-    waves = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        mel, n_frames = model.sample(chunk, steps=steps, cfg_scale=cfg_scale, seed=seed + start,
-                                     duration_scale=duration_scale)  # (b, n, m), (b,)
-        wave = vocoder(mel.transpose(1, 2))  # (b, s)
-        waves += [wave[i, : int(n) * audio.HOP_LENGTH].float().cpu().numpy()
-                  for i, n in enumerate(n_frames)]
-    return waves
+    """texts -> list of float32 waveforms, each as long as its predicted duration."""
+    mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale)
+    return [vocoder(mel.T[None])[0].numpy() for mel in mels]  # (n, m) -> (s,) = n * 256
 
 
 def parse_args(argv):
