@@ -137,9 +137,14 @@ def model_from_checkpoint(path: str, device, use_ema: bool = True) -> FlowTTS:
     cfg = config_lib.from_dict(state["config"])
     model = FlowTTS(cfg)
     weights = state["ema"] if use_ema and state.get("ema") else state["model"]
+    load_weights(model, weights, path)
+    return model.to(device).eval()
+
+
+def load_weights(model: FlowTTS, weights: dict, what: str) -> None:
+    """Load trainable weights (the frozen encoder comes from its name); refuse a mismatch."""
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.startswith("text_encoder.t5.")]
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the model "
+        raise CheckpointError(f"{what}: weights do not fit the model "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.to(device).eval()

@@ -131,14 +131,6 @@ class StopFlag:
         return "stopped by a STOP file" if os.path.exists(self.stop_file) else ""
 
 
-def load_weights(model: FlowTTS, state: dict, what: str) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("text_encoder.t5.")]
-    if missing or unexpected:
-        raise checkpoint.CheckpointError(f"{what}: weights do not fit the model "
-                                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-
-
 @dataclass
 class StepOutput:
     result: LossResult  # of the last micro-batch
@@ -227,18 +219,18 @@ def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
         if cfg.init_from:  # fine-tuning: weights only; fresh optimizer, step 0
             source = checkpoint.load(cfg.init_from)
             checkpoint.check_compatible(source["config"], cfg)
-            load_weights(model, source["model"], cfg.init_from)
+            checkpoint.load_weights(model, source["model"], cfg.init_from)
             if ema is not None:
                 ema.load_state_dict(model.state_dict())
             log(f"initialised weights from {cfg.init_from} (step {source['step']})")
         return 0, 0, 0
     for change in checkpoint.check_compatible(state["config"], cfg):
         log(f"resuming with a changed setting: {change}")
-    load_weights(model, state["model"], "latest.pt")
+    checkpoint.load_weights(model, state["model"], "latest.pt")
     for opt, opt_state in zip(trainer.optimizers, state["optimizers"]):
         opt.load_state_dict(opt_state)
     if ema is not None and state.get("ema"):
-        load_weights(ema, state["ema"], "latest.pt (ema)")
+        checkpoint.load_weights(ema, state["ema"], "latest.pt (ema)")
     torch.set_rng_state(state["rng_cpu"])
     if torch.cuda.is_available() and state.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(state["rng_cuda"])
