@@ -132,13 +132,17 @@ def check_compatible(saved: dict, cfg) -> list[str]:
 
 
 def model_from_checkpoint(path: str, device, use_ema: bool = True) -> FlowTTS:
-    """A model ready to sample: config and weights (EMA weights when the run kept them)."""
+    """A model ready to sample: config and weights (EMA weights when the run kept them); on a
+    GPU with `compile` set, the decoder compiled with CUDA graphs (the fast sampling path)."""
     state = load(path)
     cfg = config_lib.from_dict(state["config"])
     model = FlowTTS(cfg)
     weights = state["ema"] if use_ema and state.get("ema") else state["model"]
     load_weights(model, weights, path)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if cfg.compile and torch.device(device).type == "cuda":
+        model.compile_decoder(sampling=True)
+    return model
 
 
 def load_weights(model: FlowTTS, weights: dict, what: str) -> None:

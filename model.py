@@ -259,16 +259,24 @@ class FlowTTS(nn.Module):
                           true_seconds.mean().detach())
 
     def _drop_text(self, text_hidden, text_mask, drop):
-        """Replace dropped rows by the empty text's features (EOS only): the CFG null condition."""
-        if not bool(drop.any()):
-            return text_hidden, text_mask
-        null = self.encode_text(self.null_ids, self.null_mask)
-        null_hidden = F.pad(null[:, :1], (0, 0, 0, text_hidden.shape[1] - 1))  # (1, l, h)
+        """Replace dropped rows by the empty text's features (EOS only): the CFG null condition.
+        A select, not a branch on drop.any(): the step never waits on the GPU."""
+        null_hidden = F.pad(self._null_features()[:, :1], (0, 0, 0, text_hidden.shape[1] - 1))
         null_mask = torch.zeros_like(text_mask[:1])
         null_mask[:, 0] = True
-        keep = ~drop[:, None]
+        keep = ~drop[:, None]  # (b, 1)
         return (torch.where(keep[..., None], text_hidden, null_hidden.to(text_hidden.dtype)),
                 torch.where(keep, text_mask, null_mask))
+
+    def _null_features(self) -> torch.Tensor:
+        """The empty text's encoder features (1, l, h). A frozen encoder's are computed once
+        per device; running ByT5 on them every step cost a whole encoder forward."""
+        if not self.text_encoder.frozen:
+            return self.encode_text(self.null_ids, self.null_mask)  # trained: changes each step
+        cached = getattr(self, "_null_cache", None)
+        if cached is None or cached.device != self.null_ids.device:
+            self._null_cache = cached = self.encode_text(self.null_ids, self.null_mask)
+        return cached
 
     @torch.no_grad()
     def predict_frames(self, text_hidden, text_mask, duration_scale: float = 1.0):
@@ -289,10 +297,16 @@ class FlowTTS(nn.Module):
         text_hidden = self.encode_text(ids, mask)
         frames = (torch.tensor(n_frames, device=device) if n_frames is not None
                   else self.predict_frames(text_hidden, mask, duration_scale))
-        b, n = len(texts), int(frames.max())
+        # Pad the length to a multiple of 16 (few distinct shapes for compiled kernels and CUDA
+        # graphs); each row's noise covers only its own frames, so a prompt's sample does not
+        # depend on the other prompts in the batch.
+        b, n = len(texts), -(-int(frames.max()) // 16) * 16
         mel_mask = torch.arange(n, device=device)[None] < frames[:, None]
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(b)]
-        x = torch.stack([torch.randn(n, self.cfg.n_mels, generator=g) for g in generators]).to(device)
+        x = torch.zeros(b, n, self.cfg.n_mels)
+        for i, length in enumerate(frames.tolist()):
+            x[i, :length] = torch.randn(length, self.cfg.n_mels,
+                                        generator=torch.Generator().manual_seed(seed + i))
+        x = x.to(device)
         text = self.text_proj(text_hidden)
         if cfg_scale != 1.0:  # null rows after the conditional ones
             null_text, null_mask = self._drop_text(text_hidden, mask, torch.ones(b, dtype=torch.bool, device=device))
@@ -303,21 +317,30 @@ class FlowTTS(nn.Module):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             x = self._integrate(x, grid, text, mask, mel_mask, cfg_scale)
         mel = audio.denormalize(x, self.cfg.mel_mean, self.cfg.mel_std)
-        return mel.masked_fill(~mel_mask[..., None], audio.SILENCE_LOGMEL), frames
+        n_max = int(frames.max())
+        return mel.masked_fill(~mel_mask[..., None], audio.SILENCE_LOGMEL)[:, :n_max], frames
 
     def _integrate(self, x, grid, text, mask, mel_mask, cfg_scale):
         """Euler steps along `grid`; CFG rows batched with the conditional ones in one forward."""
         b = x.shape[0]
+        guided = cfg_scale != 1.0
+        mel_mask = torch.cat([mel_mask, mel_mask]) if guided else mel_mask
         for i in range(len(grid) - 1):
-            if cfg_scale != 1.0:
-                t = grid[i].expand(2 * b)
-                v_text, v_null = self.decoder(torch.cat([x, x]), t, text, mask,
-                                              torch.cat([mel_mask, mel_mask])).float().chunk(2)
+            torch.compiler.cudagraph_mark_step_begin()  # each step's output is used up at once
+            t = grid[i].expand(mel_mask.shape[0])
+            velocity = self.decoder(torch.cat([x, x]) if guided else x, t, text, mask,
+                                    mel_mask).float()
+            if guided:
+                v_text, v_null = velocity.chunk(2)
                 velocity = v_null + cfg_scale * (v_text - v_null)
-            else:
-                velocity = self.decoder(x, grid[i].expand(b), text, mask, mel_mask).float()
             x = x + (grid[i + 1] - grid[i]) * velocity
         return x
+
+    def compile_decoder(self, sampling: bool = False) -> None:
+        """torch.compile the decoder with dynamic shapes: one graph serves every length. For
+        sampling also replay CUDA graphs ('reduce-overhead', one per padded length): at batch 1
+        launching a step's hundreds of small kernels takes longer than running them."""
+        self.decoder.compile(dynamic=True, mode="reduce-overhead" if sampling else None)
 
     def parameter_counts(self) -> dict[str, int]:
         count = lambda module: sum(p.numel() for p in module.parameters())

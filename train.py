@@ -138,7 +138,7 @@ class StepOutput:
     grad_norm: torch.Tensor
     useful_frames: torch.Tensor  # this rank's non-padding frames
     padded_frames: int  # this rank's frames including padding
-    updated: bool  # False: the loss or gradient norm was not finite, no update
+    finite: torch.Tensor  # bool; False: the loss or gradient norm was not finite, gradient dropped
     epoch: int  # data position after the step
     position: int
 
@@ -167,7 +167,7 @@ class Trainer:
     def wrap(self) -> None:
         """Compile and wrap for DDP; after weights are loaded, before the first step."""
         if self.cfg.compile:
-            self.model.decoder.compile(dynamic=True)
+            self.model.compile_decoder()
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
@@ -196,19 +196,26 @@ class Trainer:
             frames = frames + batch.useful_frames
             padded += batch.mel_mask.numel()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.cfg.grad_clip)
-        finite = (torch.isfinite(grad_norm) & torch.isfinite(result.loss)).float()
-        if self.world_size > 1:  # the loss is per rank: all ranks must skip together
+        finite = torch.isfinite(grad_norm) & torch.isfinite(result.loss)
+        if self.world_size > 1:  # the loss is per rank: all ranks must drop the step together
+            finite = finite.float()
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        updated = bool(finite)  # one sync per step
-        if updated:
-            for opt in self.optimizers:
-                opt.step()
-            if self.ema is not None:
-                with torch.no_grad():
-                    torch._foreach_lerp_(self.ema_trained, self.trained, 1 - self.cfg.ema_decay)
+            finite = finite.bool()
+        # A non-finite step contributes no gradient. Zeroing it on the GPU, rather than asking
+        # the host whether to skip, keeps the step free of syncs: the CPU queues the next step
+        # while this one runs. (The optimizers' momentum still moves the weights.)
+        grads = [p.grad for p in self.trained if p.grad is not None]
+        torch._foreach_mul_(grads, finite.float())
+        for grad in grads:
+            grad.nan_to_num_(0.0, 0.0, 0.0)  # NaN * 0 is NaN
+        for opt in self.optimizers:
+            opt.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema_trained, self.trained, 1 - self.cfg.ema_decay)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        return StepOutput(result, flow_loss, grad_norm, frames, padded, updated, epoch, position)
+        return StepOutput(result, flow_loss, grad_norm, frames, padded, finite, epoch, position)
 
 
 def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
@@ -247,6 +254,23 @@ def save(trainer: Trainer, cfg, step: int, epoch: int, position: int) -> None:
              "config": config_lib.as_dict(cfg), "rng_cpu": torch.get_rng_state(),
              "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     checkpoint.save(cfg.out_dir, state, cfg.keep_checkpoints)
+
+
+def check_finite_steps(flags: list[torch.Tensor], step: int, bad_run: int, cfg, log,
+                       metrics) -> tuple[int, int]:
+    """Log the steps since the last check whose gradient was dropped; stop the run after
+    max_bad_steps of them in a row. Returns (finite steps, current run of bad steps)."""
+    finite = torch.stack(flags).tolist()
+    for i, ok in enumerate(finite):
+        bad_run = 0 if ok else bad_run + 1
+        if not ok:
+            at = step - len(finite) + 1 + i
+            log(f"step:{at} gradient dropped: non-finite loss or grad norm ({bad_run} in a row)")
+            metrics.log(at, {"train/skipped_nonfinite": 1})
+        if bad_run >= cfg.max_bad_steps:
+            raise FloatingPointError(f"non-finite loss or grad norm {bad_run} steps in a row "
+                                     f"(max_bad_steps {cfg.max_bad_steps}); stopped, not saved")
+    return sum(finite), bad_run
 
 
 @torch.no_grad()
@@ -310,9 +334,11 @@ def main(argv: list[str]) -> None:
     stop = StopFlag(cfg.out_dir)
     flops_per_frame = decoder_flops_per_frame(cfg, dataset.n_frames.mean(), 100)["train"]
 
-    # The loop: one optimizer step per iteration.
-    train_seconds, seconds_at_log, bad_steps, updates = 0.0, 0.0, 0, 0  # updates since the log
+    # The loop: one optimizer step per iteration. Nothing in it waits for the GPU except the
+    # log interval, which also checks for non-finite steps (and runs before every save).
+    train_seconds, seconds_at_log, bad_run, updates = 0.0, 0.0, 0, 0  # updates since the log
     loss_sum, frames_since_log = torch.zeros((), device=device), torch.zeros((), device=device)
+    finite_since_log = []
     while True:
         if step >= cfg.max_steps or (cfg.max_epochs and epoch >= cfg.max_epochs):
             break  # the same step on every rank: each rank has as many batches per epoch
@@ -322,22 +348,17 @@ def main(argv: list[str]) -> None:
         t_step = time.time()
         out = trainer.step(batches, lr_at(step, cfg))
         epoch, position = out.epoch, out.position
-        if out.updated:
-            bad_steps, updates = 0, updates + 1
-            loss_sum += out.flow_loss
-        else:
-            bad_steps += 1
-            log(f"step:{step + 1} skipped: non-finite loss or grad norm ({bad_steps} in a row)")
-            metrics.log(step + 1, {"train/skipped_nonfinite": 1})
-            if bad_steps >= cfg.max_bad_steps:
-                raise FloatingPointError(f"non-finite loss or grad norm {bad_steps} steps in a row "
-                                         f"(max_bad_steps {cfg.max_bad_steps}); stopped, not saved")
+        loss_sum += torch.where(out.finite, out.flow_loss, 0.0)
+        finite_since_log.append(out.finite)
         frames_since_log += out.useful_frames
         step += 1
+        if step % cfg.log_interval == 0 or step % cfg.save_interval == 0:  # waits for the GPU
+            n_finite, bad_run = check_finite_steps(finite_since_log, step, bad_run, cfg, log, metrics)
+            finite_since_log, updates = [], updates + n_finite
         train_seconds += time.time() - t_step
 
-        # Log (the only host sync besides the finite check), save, validate, evaluate.
-        # Step time is summed over steps only: the clock stops for checkpoints and evaluation.
+        # Log, save, validate, evaluate. Step time is summed over steps only: the clock stops
+        # for checkpoints and evaluation.
         if step % cfg.log_interval == 0:
             elapsed, seconds_at_log = train_seconds - seconds_at_log, train_seconds
             if world_size > 1:  # log the global batch's loss, not rank 0's share
@@ -368,6 +389,8 @@ def main(argv: list[str]) -> None:
                 dist.barrier()
 
     # Final save; a run that ended on its own also evaluates its final weights.
+    if finite_since_log:
+        check_finite_steps(finite_since_log, step, bad_run, cfg, log, metrics)
     if master:
         save(trainer, cfg, step, epoch, position)
         reason = stop()

@@ -39,6 +39,7 @@ VARIANTS = {
     "compile_nocache": {"compile": True, "cache_text_features": False},
     "compile_nobucket": {"compile": True, "bucket_batches": 1},
     "compile_adamw": {"compile": True, "optimizer": "adamw"},
+    "compile_b32": {"compile": True, "batch_size": 32},  # same utterances per optimizer step
     "eager_fp32": {"compile": False, "dtype": "fp32"},
 }
 
@@ -89,7 +90,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def bench_train(cfg, dataset: PreparedDataset, device, warmup: int, steps: int,
-                peak_tflops: float) -> dict:
+                peak_tflops: float, profile_steps: int = 0) -> dict:
     """Time `steps` optimizer steps after `warmup` (compilation happens there)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -108,6 +109,8 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int, steps: int,
         useful, padded = useful + out.useful_frames, padded + out.padded_frames
     synchronize(device)
     seconds = time.time() - start
+    if profile_steps:
+        profile(trainer, batches, cfg, warmup + steps, profile_steps, device)
     useful = float(useful)
     lengths = dataset.n_frames[rows]
     text_tokens = float(np.mean([len(t.encode()) + 1 for t in dataset.texts]))
@@ -120,6 +123,25 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int, steps: int,
             "utterances_per_step": cfg.batch_size * trainer.accum,
             "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
             if device.type == "cuda" else None}
+
+
+def profile(trainer: Trainer, batches, cfg, first_step: int, steps: int, device) -> None:
+    """Where a step's time goes: the top operators by GPU time, and how busy the GPU was."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        start = time.time()
+        for step in range(first_step, first_step + steps):
+            trainer.step(batches, lr_at(step, cfg))
+        synchronize(device)
+        wall_us = (time.time() - start) * 1e6
+    events = prof.key_averages()
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=25, max_name_column_width=60), flush=True)
+    if device.type == "cuda":
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.self_device_time_total for e in kernels) / wall_us
+        print(f"profile: {steps} steps, {wall_us / steps / 1e3:.1f} ms/step, GPU busy {busy:.0%}")
 
 
 def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: float,
@@ -156,6 +178,8 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=2048)
     parser.add_argument("--texts", default=os.path.join(REPO, "..", "shared", "data",
                                                          "ljspeech_text", "metadata.csv"))
+    parser.add_argument("--profile", type=int, default=0,
+                        help="after timing each variant, profile this many steps (op table)")
     parser.add_argument("--sample_steps", default="16,32,50")
     parser.add_argument("--sample_batches", default="1,32")
     parser.add_argument("--vocoder", default="hifigan")
@@ -183,14 +207,15 @@ def main() -> None:
                 emit({"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
                       "optimizer": cfg.optimizer, "cache_text_features": cfg.cache_text_features,
                       "bucket_batches": cfg.bucket_batches,
-                      **bench_train(cfg, dataset, device, args.warmup, args.steps, args.peak_tflops)})
+                      **bench_train(cfg, dataset, device, args.warmup, args.steps, args.peak_tflops,
+                                   args.profile)})
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
         if args.mode in ("sample", "all"):
             cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
             model = FlowTTS(cfg).to(device).eval()
             if cfg.compile:
-                model.decoder.compile(dynamic=True)
+                model.compile_decoder(sampling=True)
             vocoder = audio.load_vocoder(args.vocoder, str(device))
             for batch in map(int, args.sample_batches.split(",")):
                 for steps in map(int, args.sample_steps.split(",")):
