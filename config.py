@@ -97,6 +97,7 @@ class TrainConfig:
     # In-loop evaluation: sample, vocode, transcribe, WER (rank 0).
     eval_interval: int = 0
     eval_prompts: str = "eval/libritts_samples.txt"  # or overfit / val: the dataset's texts
+    eval_oracle_duration: bool = False  # also sample at the true lengths (overfit / val only)
     eval_num_samples: int = 4  # 0: all prompts
     eval_steps: int = 32
     eval_cfg_scale: float = 2.0
@@ -179,6 +180,10 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("silence_prob", "text_condition_dropout", "decoder_dropout"):
         if getattr(cfg, key) > 1:
             raise ConfigError(f"config key {key!r}: must be in [0, 1], got {getattr(cfg, key)!r}")
+    if cfg.eval_oracle_duration and cfg.eval_prompts not in ("overfit", "val"):
+        raise ConfigError("config key 'eval_oracle_duration': needs eval_prompts overfit or val "
+                          f"(true lengths are known only for the dataset's texts), got "
+                          f"{cfg.eval_prompts!r}")
     if cfg.ema_decay >= 1:
         raise ConfigError(f"config key 'ema_decay': must be < 1, got {cfg.ema_decay!r}")
     if cfg.mel_std is not None and cfg.mel_std <= 0:

@@ -343,9 +343,12 @@ class InLoopEvaluator:
     """train.py calls evaluator(model, step) on rank 0 every eval_interval steps."""
 
     def __init__(self, cfg, run_dir: str, train_texts: list[str] | None = None,
-                 val_texts: list[str] | None = None):
+                 val_texts: list[str] | None = None, true_frames: dict[str, int] | None = None):
+        """true_frames: text -> its utterance's mel frames, for eval_oracle_duration."""
         self.cfg, self.run_dir = cfg, run_dir
         self.prompts = load_prompts(cfg.eval_prompts, train_texts, cfg.eval_num_samples, val_texts)
+        self.oracle_frames = ([true_frames[text] for _, text in self.prompts]
+                              if cfg.eval_oracle_duration else None)
         self.vocoder, self.asr, self.loaded = None, None, False
 
     def __call__(self, model, step: int) -> dict:
@@ -361,13 +364,19 @@ class InLoopEvaluator:
                 self.asr = load_asr(cfg.eval_asr, cfg.eval_whisper_model, cfg.eval_whisper_device)
         was_training = model.training
         model.eval()
+        out_dir = os.path.join(self.run_dir, "eval", f"step_{step}")
+        evaluate = lambda where, frames: evaluate_texts(
+            model, self.prompts, where, cfg.eval_steps, cfg.eval_cfg_scale, self.vocoder,
+            self.asr, seed=cfg.seed, n_frames=frames)
         try:
-            summary = evaluate_texts(model, self.prompts,
-                                     os.path.join(self.run_dir, "eval", f"step_{step}"),
-                                     cfg.eval_steps, cfg.eval_cfg_scale, self.vocoder, self.asr,
-                                     seed=cfg.seed)
+            summary = evaluate(out_dir, None)
+            oracle = (evaluate(os.path.join(out_dir, "oracle_duration"), self.oracle_frames)
+                      if self.oracle_frames else None)
         finally:
             model.train(was_training)
         keys = ("seconds", "n_prompts") + (("audio_seconds",) if self.vocoder else ()) + (
             ("wer",) if self.asr else ())
-        return {f"eval/{k}": summary[k] for k in keys}
+        values = {f"eval/{k}": summary[k] for k in keys}
+        if oracle is not None and self.asr:
+            values["eval/wer_oracle_duration"] = oracle["wer"]
+        return values

@@ -325,8 +325,10 @@ def main(argv: list[str]) -> None:
     evaluator = None
     if master and cfg.eval_interval:
         import evaluator as evaluator_lib
-        evaluator = evaluator_lib.InLoopEvaluator(cfg, cfg.out_dir, [dataset.texts[r] for r in train_rows],
-                                                  [dataset.texts[r] for r in val_rows])
+        evaluator = evaluator_lib.InLoopEvaluator(
+            cfg, cfg.out_dir, [dataset.texts[r] for r in train_rows],
+            [dataset.texts[r] for r in val_rows],
+            {dataset.texts[r]: int(dataset.n_frames[r]) for r in val_rows + train_rows})
     stream = BatchStream(dataset, train_rows, cfg, rank, world_size)
     batches = stream.iterate(epoch, position)
     val_batches = [Collate(dataset, cfg)(rows) for rows in

@@ -50,14 +50,15 @@ def train(cfg_path: str, overrides: list[str]) -> None:
     subprocess.run(cmd, cwd=REPO, check=True)
 
 
-def evaluate(cfg, run_dir: str, device: str, whisper: str) -> dict:
-    """Training prompts, held-out prompts and the floor, scored with one vocoder and ASR."""
+def evaluate(cfg, run_dir: str, device: str, whisper: str, asr_name: str) -> dict:
+    """Training prompts, held-out prompts and the floor, scored with one vocoder and ASR
+    (asr_name none: wavs and mels only, to score elsewhere with eval_checkpoint.py --mels)."""
     dataset = PreparedDataset(cfg.data_dir)
     train_rows = dataset.rows("train", cfg.block_size, cfg.max_text_length, cfg.overfit_first_n_samples)
     val_rows = dataset.rows("val", cfg.block_size, cfg.max_text_length)[:len(train_rows)]
     model = model_from_checkpoint(os.path.join(run_dir, "latest.pt"), device)
     vocoder = audio.load_vocoder("auto", device)
-    asr = evaluator.load_asr("auto", whisper)
+    asr = None if asr_name == "none" else evaluator.load_asr(asr_name, whisper)
     results, rows = {}, []
     for name, subset in (("train", train_rows), ("heldout", val_rows)):
         prompts = [(dataset.ids[r], dataset.texts[r]) for r in subset]
@@ -69,7 +70,8 @@ def evaluate(cfg, run_dir: str, device: str, whisper: str) -> dict:
     results["floor"] = evaluator.resynth_floor(dataset, train_rows, vocoder, asr,
                                                os.path.join(ROOT, "floor"))
     results["duration_error"] = evaluator.duration_error(model, dataset, val_rows)
-    return {"results": results, "rows": rows, "vocoder": vocoder.name, "asr": asr.name}
+    return {"results": results, "rows": rows, "vocoder": vocoder.name,
+            "asr": asr.name if asr else None}
 
 
 def main() -> None:
@@ -77,6 +79,9 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="delete .artifacts/demo first")
     parser.add_argument("--n", type=int, default=200, help="corpus size (utterances)")
     parser.add_argument("--whisper", default="base.en")
+    parser.add_argument("--asr", default="auto", choices=("auto", "faster-whisper",
+                                                          "openai-whisper", "none"),
+                        help="none: no WER (a machine without the ASR packages)")
     args = parser.parse_args()
     if args.fresh:
         shutil.rmtree(ROOT, ignore_errors=True)
@@ -105,13 +110,14 @@ def main() -> None:
 
     t = stage(4, f"train on {device} with {os.path.relpath(cfg_path, REPO)}")
     run_dir = os.path.join(ROOT, "run")
-    overrides = ["--data_dir", data_dir, "--text_encoder_name", encoder, "--out_dir", run_dir]
+    overrides = ["--data_dir", data_dir, "--text_encoder_name", encoder, "--out_dir", run_dir,
+                 "--eval_asr", args.asr]
     train(cfg_path, overrides)
     seconds["train"] = time.time() - t
 
     t = stage(5, "evaluate: sample, vocode, transcribe, score")
     cfg = config_lib.load_config(cfg_path, config_lib.parse_overrides(overrides))
-    scored = evaluate(cfg, run_dir, device, args.whisper)
+    scored = evaluate(cfg, run_dir, device, args.whisper, args.asr)
     seconds["evaluate"] = time.time() - t
     write_outputs(scored, run_dir, seconds, time.time() - t0, device)
 

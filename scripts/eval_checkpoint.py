@@ -45,8 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num_samples", type=int, default=0, help="evenly spaced subset; 0: all")
     p.add_argument("--whisper", default="base.en", help="Whisper model name (tiny.en, base, ...)")
-    p.add_argument("--asr", default="auto", choices=("auto", "openai-whisper", "faster-whisper"))
-    p.add_argument("--vocoder", default="auto", choices=audio.VOCODERS)
+    p.add_argument("--asr", default="auto", choices=("auto", "openai-whisper", "faster-whisper",
+                                                      "none"), help="none: wavs only, no WER")
+    p.add_argument("--vocoder", default="auto", choices=audio.VOCODERS + ("none",),
+                   help="none: keep the generated mels only (DIR/mels.npz), to score elsewhere")
     p.add_argument("--bigvgan_model", default=audio.BIGVGAN_MODEL)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--cfg_scale", type=float, default=2.0)
@@ -67,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give --prompts FILE or --data_dir DIR")
     if (args.oracle_duration or args.resynth) and not args.data_dir:
         p.error("--oracle_duration and --resynth need --data_dir")
+    if args.vocoder == "none" and (args.resynth or args.mels):
+        p.error("--resynth and --mels need a vocoder")
     if args.oracle_duration and args.prompts:
         p.error("--oracle_duration samples the split's own texts: drop --prompts")
     return args
@@ -132,16 +136,17 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
                                            n_frames, gt_mels)
         summary.update(extra, setting=change, dir=os.path.relpath(out, args.out))
         write_json(os.path.join(out, "summary.json"), summary)
-        print(f"{tag or 'model'}: WER {pct(summary['wer'])} over {summary['n_prompts']} "
-              f"prompts ({summary['whisper_model']}, {summary['vocoder']}, {summary['seconds']} s)")
+        print(f"{tag or 'model'}: WER {pct(summary.get('wer'))} over {summary['n_prompts']} "
+              f"prompts ({summary.get('whisper_model')}, {summary.get('vocoder', 'no vocoder')}, "
+              f"{summary['seconds']} s)")
         summaries.append(summary)
     if not args.sweep:
         return summaries[0]
     keys = ("wer", "n_prompts", "seconds", "dir")
     with open(os.path.join(args.out, "sweep.jsonl"), "w") as f:
-        f.writelines(json.dumps({**s["setting"], **{k: s[k] for k in keys}}) + "\n"
+        f.writelines(json.dumps({**s["setting"], **{k: s.get(k) for k in keys}}) + "\n"
                      for s in summaries)
-    best = min(summaries, key=lambda s: float("inf") if s["wer"] is None else s["wer"])
+    best = min(summaries, key=lambda s: float("inf") if s.get("wer") is None else s["wer"])
     write_json(os.path.join(args.out, "summary.json"), {**best, "sweep_file": "sweep.jsonl"})
     return best
 
@@ -154,8 +159,9 @@ def main(argv=None) -> int:
             parse_sweep(args.sweep)
         model = model_from_checkpoint(args.ckpt, args.device) if args.ckpt else None
         dataset, rows = dataset_rows(args, model)
-        vocoder = audio.load_vocoder(args.vocoder, args.device, args.bigvgan_model)
-        asr = evaluator.load_asr(args.asr, args.whisper)
+        vocoder = (None if args.vocoder == "none"
+                   else audio.load_vocoder(args.vocoder, args.device, args.bigvgan_model))
+        asr = None if args.asr == "none" else evaluator.load_asr(args.asr, args.whisper)
         floor = None
         if args.resynth:
             floor = evaluator.resynth_floor(dataset, rows, vocoder, asr,
@@ -172,7 +178,7 @@ def main(argv=None) -> int:
                   f"({summary['whisper_model']}, {summary['vocoder']})")
         if model is not None:
             summary = run_model(args, model, prompts, dataset, rows, vocoder, asr)
-            if floor is not None:
+            if floor is not None and asr is not None:
                 print(f"model WER {pct(summary['wer'])}  floor {pct(floor['wer'])}")
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

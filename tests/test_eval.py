@@ -19,6 +19,7 @@ import config
 import evaluator
 from conftest import LJ_MINI, REPO, load_script
 from model import FlowTTS, tokenize
+from data import PreparedDataset
 
 ESPEAK_SENTENCES = [
     "The boat crossed the lake before the storm arrived.",
@@ -212,6 +213,22 @@ def test_in_loop_evaluator_restores_train_mode(tiny_model, tmp_path):
     assert all(m.shape[1] == 80 and m.dtype == np.float32 for m in mels)
 
 
+def test_in_loop_oracle_duration_samples_the_true_lengths(tiny_model, tmp_path):
+    texts, frames = ["First prompt.", "Second prompt."], [37, 52]
+    cfg = config.load_config(None, {**config.as_dict(tiny_model.cfg), "eval_prompts": "overfit",
+                                    "eval_oracle_duration": True, "eval_steps": 1,
+                                    "eval_asr": "none", "eval_vocoder": "none"})
+    evaluator.InLoopEvaluator(cfg, str(tmp_path), texts, None, dict(zip(texts, frames)))(
+        tiny_model, 3)
+    _, oracle, settings = evaluator.load_mels(str(tmp_path / "eval/step_3/oracle_duration/mels.npz"))
+    _, predicted, _ = evaluator.load_mels(str(tmp_path / "eval/step_3/mels.npz"))
+    assert [len(m) for m in oracle] == frames and settings["oracle_duration"]
+    expected = evaluator.predicted_frames(tiny_model, texts).tolist()
+    assert [len(m) for m in predicted] == expected != frames
+    with pytest.raises(config.ConfigError, match="eval_oracle_duration.*needs eval_prompts"):
+        config.load_config(None, {"eval_oracle_duration": True, "eval_prompts": "eval/x.txt"})
+
+
 def test_duration_error_is_mean_relative_error(tiny_model, tiny_dataset):
     from data import PreparedDataset
     dataset = PreparedDataset(tiny_dataset)
@@ -271,6 +288,21 @@ def test_eval_checkpoint_dataset_floor_oracle_and_sweep(tiny_ckpt, tiny_asr, tin
     assert [(x["steps"], x["cfg_scale"]) for x in lines] == [(1, 1.0), (2, 1.0)]
     assert json.loads((out / "summary.json").read_text())["setting"] in [
         {"steps": 1, "cfg_scale": 1.0}, {"steps": 2, "cfg_scale": 1.0}]
+
+
+def test_eval_checkpoint_without_vocoder_keeps_mels_to_score_elsewhere(tiny_ckpt, tiny_dataset,
+                                                                       tmp_path):
+    script = load_script("eval_checkpoint")
+    out = tmp_path / "mels_only"
+    assert script.main(["--ckpt", tiny_ckpt, "--data_dir", tiny_dataset, "--oracle_duration",
+                        "--vocoder", "none", "--asr", "none", "--steps", "1", "--device", "cpu",
+                        "--out", str(out)]) == 0
+    dataset = PreparedDataset(tiny_dataset)
+    val = [r for r in range(len(dataset)) if dataset.splits[r] == "val"]
+    prompts, mels, _ = evaluator.load_mels(str(out / "mels.npz"))
+    assert [p for p, _ in prompts] == [dataset.ids[r] for r in val]
+    assert [len(m) for m in mels] == [dataset.n_frames[r] for r in val]
+    assert not list(out.glob("*.wav"))
 
 
 def test_eval_checkpoint_user_errors_exit_2(tiny_ckpt, tmp_path, capsys):
