@@ -368,10 +368,12 @@ class InLoopEvaluator:
         evaluate = lambda where, frames: evaluate_texts(
             model, self.prompts, where, cfg.eval_steps, cfg.eval_cfg_scale, self.vocoder,
             self.asr, seed=cfg.seed, n_frames=frames)
+        # Eagerly: compiling the sampling shapes would cost more than a few evaluations take.
         try:
-            summary = evaluate(out_dir, None)
-            oracle = (evaluate(os.path.join(out_dir, "oracle_duration"), self.oracle_frames)
-                      if self.oracle_frames else None)
+            with torch.compiler.set_stance("force_eager"):
+                summary = evaluate(out_dir, None)
+                oracle = (evaluate(os.path.join(out_dir, "oracle_duration"), self.oracle_frames)
+                          if self.oracle_frames else None)
         finally:
             model.train(was_training)
         keys = ("seconds", "n_prompts") + (("audio_seconds",) if self.vocoder else ()) + (

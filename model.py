@@ -28,12 +28,15 @@ def _tokenizer():
     return ByT5Tokenizer()  # byte-level: needs no vocabulary file, so no download
 
 
+TEXT_PAD_MULTIPLE = 64  # few distinct text lengths: each new attention shape costs a
+# kernel plan (cuDNN takes ~6 ms of CPU per shape), a CUDA graph or a recompile
+
+
 def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """UTF-8 bytes + EOS, right-padded to the batch max rounded up to a multiple of 16 (the
-    attention kernels' alignment: other lengths make a compiled decoder recompile).
+    """UTF-8 bytes + EOS, right-padded to the batch max rounded up to TEXT_PAD_MULTIPLE.
     Returns ids (b, l), mask (b, l) bool."""
     enc = _tokenizer()(texts, padding=True, truncation=True, max_length=max_length,
-                       pad_to_multiple_of=16, return_tensors="pt")
+                       pad_to_multiple_of=TEXT_PAD_MULTIPLE, return_tensors="pt")
     return enc.input_ids, enc.attention_mask.bool()
 
 
@@ -43,7 +46,7 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.frozen = cfg.text_encoder == "byt5"
-        self.padded_length = -(-cfg.max_text_length // 16) * 16  # tokenize pads to 16s
+        self.padded_length = -(-cfg.max_text_length // TEXT_PAD_MULTIPLE) * TEXT_PAD_MULTIPLE
         if self.frozen:
             from transformers import T5EncoderModel
             self.t5 = T5EncoderModel.from_pretrained(cfg.text_encoder_name)

@@ -87,21 +87,32 @@ def write_report(out_dir: str, rows: list[dict], summary: dict, mel_images: bool
 def plot_run(records: list[dict], path: str, title: str = "") -> dict:
     """Training loss, eval WER and step time against step (one PNG) from metrics.jsonl
     records; returns the plotted series' lengths, so a caller can check what was drawn."""
+    return plot_runs({"": records}, path, title)[""]
+
+
+def plot_runs(runs: dict[str, list[dict]], path: str, title: str = "") -> dict:
+    """plot_run for several runs on shared axes (labelled by run name), to compare them;
+    returns {run name: plotted series' lengths}."""
     from matplotlib.figure import Figure
-    series = {key: [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-              for key in ("train/loss", "val/flow_loss", "eval/wer", "train/step_ms")}
+    keys = ("train/loss", "val/flow_loss", "eval/wer", "train/step_ms")
+    series = {name: {key: [(r["step"], r[key]) for r in records
+                           if isinstance(r.get(key), (int, float))] for key in keys}
+              for name, records in runs.items()}
     fig = Figure(figsize=(12, 3.2), layout="tight")
     axes = fig.subplots(1, 3)
-    for ax, keys, label in ((axes[0], ("train/loss", "val/flow_loss"), "flow-matching loss"),
-                            (axes[1], ("eval/wer",), "WER"), (axes[2], ("train/step_ms",), "ms / step")):
-        for key in keys:
-            if series[key]:
-                steps, values = zip(*series[key])
-                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=key)
+    for ax, panel_keys, label in ((axes[0], ("train/loss", "val/flow_loss"), "flow-matching loss"),
+                                  (axes[1], ("eval/wer",), "WER"),
+                                  (axes[2], ("train/step_ms",), "ms / step")):
+        for name, run in series.items():
+            for key in panel_keys:
+                if run[key]:
+                    steps, values = zip(*run[key])
+                    ax.plot(steps, values, marker="o" if len(steps) < 30 else None,
+                            label=f"{name} {key}".strip(), alpha=0.8)
         ax.set_xlabel("step"), ax.set_ylabel(label), ax.grid(alpha=0.3)
-        if any(series[k] for k in keys):
+        if any(run[k] for run in series.values() for k in panel_keys):
             ax.legend(fontsize=8)
     axes[0].set_yscale("log")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=90)
-    return {key: len(points) for key, points in series.items()}
+    return {name: {key: len(points) for key, points in run.items()} for name, run in series.items()}

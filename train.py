@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import signal
 import subprocess
@@ -29,6 +28,7 @@ import config as config_lib
 from data import BatchStream, Collate, DatasetError, PreparedDataset
 from metric import MetricLogger
 from model import FlowTTS, LossResult, TextFeatureCache, decoder_flops_per_frame
+from optim import build_optimizers, lr_at
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -45,33 +45,6 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     if world_size > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
-
-
-def build_optimizers(model: FlowTTS, cfg) -> list[torch.optim.Optimizer]:
-    """Muon for the decoder blocks' 2-D weights (Jordan et al. 2024), AdamW for the rest."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    fused = next(model.parameters()).is_cuda
-    if cfg.optimizer == "adamw":
-        return [torch.optim.AdamW([p for _, p in params], lr=cfg.lr, betas=(0.9, 0.95),
-                                  weight_decay=cfg.weight_decay, fused=fused)]
-    use_muon = lambda n, p: p.ndim == 2 and n.startswith("decoder.blocks.")
-    muon = [p for n, p in params if use_muon(n, p)]
-    rest = [p for n, p in params if not use_muon(n, p)]
-    return [torch.optim.Muon(muon, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             adjust_lr_fn="match_rms_adamw"),
-            torch.optim.AdamW(rest, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
-                              fused=fused)]
-
-
-def lr_at(step: int, cfg) -> float:
-    """Linear warmup, then cosine from lr to min_lr over lr_schedule_steps (or constant)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if not cfg.cosine_lr:
-        return cfg.lr
-    total = cfg.lr_schedule_steps or cfg.max_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def grad_accum_steps(cfg, world_size: int) -> int:

@@ -30,7 +30,8 @@ import audio  # noqa: E402
 import config as config_lib  # noqa: E402
 from data import BatchStream, PreparedDataset  # noqa: E402
 from model import FlowTTS, decoder_flops_per_frame  # noqa: E402
-from train import Trainer, lr_at  # noqa: E402
+from optim import lr_at  # noqa: E402
+from train import Trainer  # noqa: E402
 
 # Training variants: name -> config overrides. "eager" is the baseline.
 VARIANTS = {
@@ -110,7 +111,9 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int, steps: int,
     synchronize(device)
     seconds = time.time() - start
     if profile_steps:
-        profile(trainer, batches, cfg, warmup + steps, profile_steps, device)
+        count = iter(range(warmup + steps, warmup + steps + profile_steps))
+        profile(lambda: trainer.step(batches, lr_at(next(count), cfg)), profile_steps, device,
+                f"train {cfg.optimizer} compile={cfg.compile} batch={cfg.batch_size}")
     useful = float(useful)
     lengths = dataset.n_frames[rows]
     text_tokens = float(np.mean([len(t.encode()) + 1 for t in dataset.texts]))
@@ -125,27 +128,30 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int, steps: int,
             if device.type == "cuda" else None}
 
 
-def profile(trainer: Trainer, batches, cfg, first_step: int, steps: int, device) -> None:
-    """Where a step's time goes: the top operators by GPU time, and how busy the GPU was."""
+def profile(run_once, times: int, device, label: str) -> None:
+    """Where the time goes: the top operators by GPU time and by CPU time, and how busy the GPU
+    was (a GPU idle between kernels means the CPU cannot launch them fast enough)."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         start = time.time()
-        for step in range(first_step, first_step + steps):
-            trainer.step(batches, lr_at(step, cfg))
+        for _ in range(times):
+            run_once()
         synchronize(device)
         wall_us = (time.time() - start) * 1e6
     events = prof.key_averages()
-    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(events.table(sort_by=sort, row_limit=25, max_name_column_width=60), flush=True)
-    if device.type == "cuda":
-        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-        busy = sum(e.self_device_time_total for e in kernels) / wall_us
-        print(f"profile: {steps} steps, {wall_us / steps / 1e3:.1f} ms/step, GPU busy {busy:.0%}")
+    sorts = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])
+    for sort in sorts:
+        print(f"profile {label}: top by {sort}\n" + events.table(
+            sort_by=sort, row_limit=15, max_name_column_width=60), flush=True)
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+               and not e.is_user_annotation]  # an annotation spans kernels counted already
+    busy = sum(e.self_device_time_total for e in kernels) / wall_us
+    print(f"profile {label}: {wall_us / times / 1e3:.1f} ms per call, GPU busy {busy:.0%}")
 
 
 def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: float,
-                 seconds: float, repeats: int, device) -> dict:
+                 seconds: float, repeats: int, device, profile_calls: int = 0) -> dict:
     """RTF of sampling `batch` prompts of `seconds` each (oracle length: no duration noise)."""
     texts = ["Printing, in the only sense with which we are at present concerned."] * batch
     frames = [int(seconds * audio.FRAMES_PER_SECOND)] * batch
@@ -162,6 +168,8 @@ def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: flo
         run()
     synchronize(device)
     rtf = (time.time() - start) / repeats / (batch * seconds)
+    if profile_calls:
+        profile(run, profile_calls, device, f"sample batch={batch} steps={steps}")
     return {"mode": "sample", "batch": batch, "steps": steps, "cfg_scale": cfg_scale,
             "vocoder": vocoder.name if vocoder is not None else "none",
             "rtf": round(rtf, 5), "x_real_time": round(1 / rtf, 1)}
@@ -179,7 +187,7 @@ def main() -> None:
     parser.add_argument("--texts", default=os.path.join(REPO, "..", "shared", "data",
                                                          "ljspeech_text", "metadata.csv"))
     parser.add_argument("--profile", type=int, default=0,
-                        help="after timing each variant, profile this many steps (op table)")
+                        help="profile this many training steps of each variant and batch-1 samplings")
     parser.add_argument("--sample_steps", default="16,32,50")
     parser.add_argument("--sample_batches", default="1,32")
     parser.add_argument("--vocoder", default="hifigan")
@@ -221,7 +229,8 @@ def main() -> None:
                 for steps in map(int, args.sample_steps.split(",")):
                     for voc in (None, vocoder):
                         emit({"compile": cfg.compile, **bench_sample(
-                            model, voc, batch, steps, 2.0, 6.57, 3, device)})
+                            model, voc, batch, steps, 2.0, 6.57, 3, device,
+                            args.profile if voc is not None and batch == 1 else 0)})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Training curves of a run, finished or still writing: loss, eval WER and step time vs step.
 
     python scripts/plot_run.py RUN_DIR [--out PNG]     # default RUN_DIR/training.png
+    python scripts/plot_run.py RUN_A RUN_B --out compare.png   # runs overlaid, by name
 
 Reads RUN_DIR/metrics.jsonl with metric.read_metrics (a line being written is skipped) and
 draws with report.plot_run; prints each series' length and last value, so a glance at the
@@ -16,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from metric import read_metrics  # noqa: E402
-from report import plot_run  # noqa: E402
+from report import plot_runs  # noqa: E402
 
 
 def last_value(records: list[dict], key: str) -> tuple[int, float] | None:
@@ -28,22 +29,27 @@ def last_value(records: list[dict], key: str) -> tuple[int, float] | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a run directory holding metrics.jsonl")
-    parser.add_argument("--out", help="PNG to write (default RUN_DIR/training.png)")
+    parser.add_argument("run_dirs", nargs="+", help="run directories holding metrics.jsonl")
+    parser.add_argument("--out", help="PNG to write (default RUN_DIR/training.png, one run)")
     args = parser.parse_args(argv)
-    try:
-        records = read_metrics(args.run_dir)
-    except OSError as exc:
-        print(f"error: {args.run_dir}: no metrics.jsonl to read ({exc.strerror})", file=sys.stderr)
-        return 2
-    out = args.out or os.path.join(args.run_dir, "training.png")
-    name = os.path.basename(os.path.abspath(args.run_dir))
-    last_step = max((r.get("step", 0) for r in records), default=0)
-    counts = plot_run(records, out, f"{name} (step {last_step})")
-    for key, n in counts.items():
-        last = last_value(records, key)
-        tail = f", last {last[1]:.4g} at step {last[0]}" if last else ""
-        print(f"{key:<16} {n:>6} points{tail}")
+    if len(args.run_dirs) > 1 and not args.out:
+        parser.error("several runs: say where the comparison goes with --out")
+    runs = {}
+    for run_dir in args.run_dirs:
+        try:
+            runs[os.path.basename(os.path.abspath(run_dir))] = read_metrics(run_dir)
+        except OSError as exc:
+            print(f"error: {run_dir}: no metrics.jsonl to read ({exc.strerror})", file=sys.stderr)
+            return 2
+    out = args.out or os.path.join(args.run_dirs[0], "training.png")
+    last_step = max((r.get("step", 0) for records in runs.values() for r in records), default=0)
+    title = " vs ".join(runs) + f" (step {last_step})"
+    counts = plot_runs(runs if len(runs) > 1 else {"": next(iter(runs.values()))}, out, title)
+    for (name, records), run_counts in zip(runs.items(), counts.values()):
+        for key, n in run_counts.items():
+            last = last_value(records, key)
+            tail = f", last {last[1]:.4g} at step {last[0]}" if last else ""
+            print(f"{name:<12} {key:<16} {n:>6} points{tail}")
     print(f"wrote {out}")
     return 0
 
