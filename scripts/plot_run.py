@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         for key, n in run_counts.items():
             last = last_value(records, key)
             tail = f", last {last[1]:.4g} at step {last[0]}" if last else ""
-            print(f"{name:<12} {key:<16} {n:>6} points{tail}")
+            print(f"{name + ' ' if len(runs) > 1 else ''}{key:<16} {n:>6} points{tail}")
     print(f"wrote {out}")
     return 0
 

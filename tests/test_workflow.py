@@ -196,6 +196,22 @@ def test_plot_run_draws_a_run_still_writing(tiny_run, tmp_path, capsys):
     assert imread(tmp_path / "training.png").shape[:2] == (288, 1080)
 
 
+def test_plot_run_overlays_two_runs(tiny_run, tmp_path, capsys):
+    source = open(os.path.join(tiny_run["out_dir"], "metrics.jsonl")).read()
+    for name, extra in (("eager", ""), ("compiled", json.dumps({"step": 9, "train/loss": 0.5}))):
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "metrics.jsonl").write_text(source + extra + "\n")
+    out = tmp_path / "compare.png"
+    script = load_script("plot_run")
+    assert script.main([str(tmp_path / "eager"), str(tmp_path / "compiled"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^eager train/loss\s+4 points", printed, re.M), printed
+    assert re.search(r"^compiled train/loss\s+5 points, last 0.5 at step 9", printed, re.M)
+    assert imread(out).shape[:2] == (288, 1080)
+    with pytest.raises(SystemExit):  # two runs and no --out: where would it go?
+        script.main([str(tmp_path / "eager"), str(tmp_path / "compiled")])
+
+
 def test_tiny_run_logs_the_documented_metrics(tiny_run):
     logged = {key for record in read_metrics(tiny_run["out_dir"]) for key in record}
     assert set(DOCUMENTED_KEYS) <= logged, set(DOCUMENTED_KEYS) - logged
