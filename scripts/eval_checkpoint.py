@@ -175,6 +175,8 @@ def main(argv=None) -> int:
                   f"{floor['n_prompts']} utterances ({floor['whisper_model']}, {floor['vocoder']})")
         if args.mels:  # mels sampled elsewhere (e.g. on a GPU without the ASR packages)
             prompts, mels, settings = evaluator.load_mels(args.mels)
+            keep = evaluator.evenly_spaced(list(range(len(prompts))), args.num_samples)
+            prompts, mels = [prompts[i] for i in keep], [mels[i] for i in keep]
             summary = evaluator.voice_and_score(args.out, prompts, mels, vocoder, asr,
                                                 settings, time.time())
             write_json(os.path.join(args.out, "summary.json"), summary)

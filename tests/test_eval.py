@@ -291,7 +291,7 @@ def test_eval_checkpoint_dataset_floor_oracle_and_sweep(tiny_ckpt, tiny_asr, tin
 
 
 def test_eval_checkpoint_without_vocoder_keeps_mels_to_score_elsewhere(tiny_ckpt, tiny_dataset,
-                                                                       tmp_path):
+                                                                       tiny_asr, tmp_path):
     script = load_script("eval_checkpoint")
     out = tmp_path / "mels_only"
     assert script.main(["--ckpt", tiny_ckpt, "--data_dir", tiny_dataset, "--oracle_duration",
@@ -303,6 +303,13 @@ def test_eval_checkpoint_without_vocoder_keeps_mels_to_score_elsewhere(tiny_ckpt
     assert [p for p, _ in prompts] == [dataset.ids[r] for r in val]
     assert [len(m) for m in mels] == [dataset.n_frames[r] for r in val]
     assert not list(out.glob("*.wav"))
+    scored = tmp_path / "scored"  # elsewhere: an evenly spaced subset of them, scored
+    assert script.main(["--mels", str(out / "mels.npz"), "--num_samples", "1", "--out",
+                        str(scored), "--vocoder", "griffinlim", "--asr", "faster-whisper",
+                        "--whisper", "tiny.en"]) == 0
+    summary = json.loads((scored / "summary.json").read_text())
+    assert summary["n_prompts"] == 1 and summary["wer"] is not None
+    assert [p.name for p in scored.glob("*.wav")] == [f"{dataset.ids[val[0]]}.wav"]
 
 
 def test_eval_checkpoint_user_errors_exit_2(tiny_ckpt, tmp_path, capsys):
