@@ -187,15 +187,38 @@ class BatchStream:
         return [self.rows[rank_slice(b, self.rank, self.world_size)] for b in batches]
 
     def iterate(self, epoch: int, position: int):
-        """Yield (epoch, position_after, Batch) forever, starting at batch `position` of epoch."""
-        while True:
-            batches = self.epoch_batches(epoch)[position:]
-            collate = Collate(self.dataset, self.cfg, epoch)
-            loader = torch.utils.data.DataLoader(
-                batches, batch_size=None, collate_fn=collate, num_workers=self.cfg.num_workers,
-                prefetch_factor=self.cfg.prefetch_factor if self.cfg.num_workers else None,
-                pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)
-            for batch in loader:
-                position += 1
-                yield epoch, position, batch
-            epoch, position = epoch + 1, 0
+        """Yield (epoch, position_after, Batch) forever, starting at batch `position` of epoch.
+        One DataLoader serves every epoch: a new one per epoch would start its worker
+        processes again, which costs more than the steps of a small dataset's epoch."""
+        def keys():  # (epoch, position after, rows) of each batch, in order
+            e, p = epoch, position
+            while True:
+                for rows in self.epoch_batches(e)[p:]:
+                    p += 1
+                    yield e, p, rows
+                e, p = e + 1, 0
+
+        loader = torch.utils.data.DataLoader(
+            _Keys(), sampler=keys(), batch_size=None, collate_fn=KeyedCollate(self.dataset, self.cfg),
+            num_workers=self.cfg.num_workers,
+            prefetch_factor=self.cfg.prefetch_factor if self.cfg.num_workers else None,
+            pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)
+        yield from loader
+
+
+class _Keys(torch.utils.data.Dataset):
+    """A map-style dataset whose item is its key: the sampler's keys reach the collate fn."""
+
+    def __getitem__(self, key):
+        return key
+
+
+class KeyedCollate:
+    """(epoch, position, rows) -> (epoch, position, Batch), drawing with that epoch's seeds."""
+
+    def __init__(self, dataset: PreparedDataset, cfg):
+        self.dataset, self.cfg = dataset, cfg
+
+    def __call__(self, key):
+        epoch, position, rows = key
+        return epoch, position, Collate(self.dataset, self.cfg, epoch)(rows)
