@@ -21,7 +21,8 @@ common=(--config configs/ljspeech.yaml --data_dir "$out/data"
         --effective_batch_size 0 --batch_size 32 --warmup_steps 300 --max_steps 100000
         --lr_schedule_steps 4000 --max_train_seconds "$seconds" --save_interval 100000
         --eval_interval 1500 --eval_prompts val --eval_num_samples 100
-        --eval_steps 32 --eval_asr none --eval_vocoder none --val_interval 500)
+        --eval_steps 32 --eval_asr none --eval_vocoder none --eval_oracle_duration true
+        --val_interval 500)
 python train.py "${common[@]}" --text_encoder_name "$out/byt5-small-random" \
   --out_dir "$out/run_byt5" "$@" > "$out/train_byt5.log" 2>&1 &
 python train.py "${common[@]}" --text_encoder byte_embedding \
