@@ -76,3 +76,15 @@ def test_flops_per_frame_hand_count():
     assert flops["train"] == pytest.approx(3 * expected_forward)
     seed_shape = decoder_flops_per_frame(config.TrainConfig(), 570, 100)["train"]
     assert 0.9e9 < seed_shape < 1.1e9  # the seed-shaped decoder: about 1 GFLOP per frame
+
+
+def test_a_prompts_sample_does_not_depend_on_its_batch(tiny):
+    model, _ = tiny
+    model.eval()
+    # Row 1 is the same prompt, seed and length; its partner and the padded length differ.
+    with_long, _ = model.sample(["a much longer partner prompt", "hello"], steps=3, seed=4,
+                                n_frames=[70, 30])
+    with_short, _ = model.sample(["hi", "hello"], steps=3, seed=4, n_frames=[12, 30])
+    assert with_long.shape[1] == 70 and with_short.shape[1] == 30
+    assert torch.allclose(with_long[1, :30], with_short[1, :30], atol=1e-4)
+    assert not torch.allclose(with_long[0, :12], with_short[0, :12], atol=1e-2)
