@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 import audio
-from model import tokenize
+from model import MEL_PAD_MULTIPLE, round_up, tokenize
 
 
 class DatasetError(ValueError):
@@ -124,8 +124,8 @@ class Batch:
 class Collate:
     """Rows -> Batch. Picklable, so DataLoader workers can run it."""
 
-    def __init__(self, dataset: PreparedDataset, cfg, epoch: int = 0, pad_multiple: int = 16):
-        self.dataset, self.cfg, self.epoch, self.pad_multiple = dataset, cfg, epoch, pad_multiple
+    def __init__(self, dataset: PreparedDataset, cfg, epoch: int = 0):
+        self.dataset, self.cfg, self.epoch = dataset, cfg, epoch
 
     def utterance(self, row: int):
         """One row's (log-mel (n, m), noise (n, m), t, drop_text), all drawn from its own seed."""
@@ -148,7 +148,7 @@ class Collate:
         items = [self.utterance(r) for r in rows]
         lengths = [mel.shape[0] for mel, *_ in items]
         # Round the padded length up so compiled kernels see few distinct shapes.
-        n = -(-max(lengths) // self.pad_multiple) * self.pad_multiple
+        n = round_up(max(lengths), MEL_PAD_MULTIPLE)
         mel = torch.full((len(rows), n, audio.N_MELS), audio.SILENCE_LOGMEL)
         noise = torch.zeros(len(rows), n, audio.N_MELS)
         for i, (m, z, _, _) in enumerate(items):

@@ -28,8 +28,14 @@ def _tokenizer():
     return ByT5Tokenizer()  # byte-level: needs no vocabulary file, so no download
 
 
-TEXT_PAD_MULTIPLE = 64  # few distinct text lengths: each new attention shape costs a
-# kernel plan (cuDNN takes ~6 ms of CPU per shape), a CUDA graph or a recompile
+# Lengths are padded up to these multiples, so attention sees few distinct shapes: each new
+# one costs a kernel plan (cuDNN takes ~6 ms of CPU per shape), a CUDA graph or a recompile.
+TEXT_PAD_MULTIPLE = 64
+MEL_PAD_MULTIPLE = 16
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +52,7 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.frozen = cfg.text_encoder == "byt5"
-        self.padded_length = -(-cfg.max_text_length // TEXT_PAD_MULTIPLE) * TEXT_PAD_MULTIPLE
+        self.padded_length = round_up(cfg.max_text_length, TEXT_PAD_MULTIPLE)
         if self.frozen:
             from transformers import T5EncoderModel
             self.t5 = T5EncoderModel.from_pretrained(cfg.text_encoder_name)
@@ -300,10 +306,9 @@ class FlowTTS(nn.Module):
         text_hidden = self.encode_text(ids, mask)
         frames = (torch.tensor(n_frames, device=device) if n_frames is not None
                   else self.predict_frames(text_hidden, mask, duration_scale))
-        # Pad the length to a multiple of 16 (few distinct shapes for compiled kernels and CUDA
-        # graphs); each row's noise covers only its own frames, so a prompt's sample does not
-        # depend on the other prompts in the batch.
-        b, n = len(texts), -(-int(frames.max()) // 16) * 16
+        # Each row's noise covers only its own frames, so a prompt's sample does not depend on
+        # the other prompts in the batch (or on the padding).
+        b, n = len(texts), round_up(int(frames.max()), MEL_PAD_MULTIPLE)
         mel_mask = torch.arange(n, device=device)[None] < frames[:, None]
         x = torch.zeros(b, n, self.cfg.n_mels)
         for i, length in enumerate(frames.tolist()):

@@ -87,12 +87,12 @@ def write_report(out_dir: str, rows: list[dict], summary: dict, mel_images: bool
 def plot_run(records: list[dict], path: str, title: str = "") -> dict:
     """Training loss, eval WER and step time against step (one PNG) from metrics.jsonl
     records; returns the plotted series' lengths, so a caller can check what was drawn."""
-    return plot_runs({"": records}, path, title)[""]
+    return plot_runs({"run": records}, path, title)["run"]
 
 
 def plot_runs(runs: dict[str, list[dict]], path: str, title: str = "") -> dict:
-    """plot_run for several runs on shared axes (labelled by run name), to compare them;
-    returns {run name: plotted series' lengths}."""
+    """plot_run for several runs on shared axes (labelled by run name when there are several),
+    to compare them; returns {run name: plotted series' lengths}."""
     from matplotlib.figure import Figure
     keys = ("train/loss", "val/flow_loss", "eval/wer", "train/step_ms")
     series = {name: {key: [(r["step"], r[key]) for r in records
@@ -108,7 +108,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str, title: str = "") -> dict:
                 if run[key]:
                     steps, values = zip(*run[key])
                     ax.plot(steps, values, marker="o" if len(steps) < 30 else None,
-                            label=f"{name} {key}".strip(), alpha=0.8)
+                            label=f"{name} {key}" if len(runs) > 1 else key, alpha=0.8)
         ax.set_xlabel("step"), ax.set_ylabel(label), ax.grid(alpha=0.3)
         if any(run[k] for run in series.values() for k in panel_keys):
             ax.legend(fontsize=8)

@@ -44,9 +44,9 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(args.run_dirs[0], "training.png")
     last_step = max((r.get("step", 0) for records in runs.values() for r in records), default=0)
     title = " vs ".join(runs) + f" (step {last_step})"
-    counts = plot_runs(runs if len(runs) > 1 else {"": next(iter(runs.values()))}, out, title)
-    for (name, records), run_counts in zip(runs.items(), counts.values()):
-        for key, n in run_counts.items():
+    counts = plot_runs(runs, out, title)
+    for name, records in runs.items():
+        for key, n in counts[name].items():
             last = last_value(records, key)
             tail = f", last {last[1]:.4g} at step {last[0]}" if last else ""
             print(f"{name + ' ' if len(runs) > 1 else ''}{key:<16} {n:>6} points{tail}")
