@@ -136,13 +136,16 @@ def model_from_checkpoint(path: str, device, use_ema: bool = True,
     """A model ready to sample: config and weights (EMA weights when the run kept them).
     compile (GPU only): the decoder compiled with CUDA graphs. That costs about a minute once
     and then makes each Euler step several times faster at small batches: worth it for
-    hundreds of prompts, not for one."""
+    hundreds of prompts, not for one. On a GPU with dtype bf16 the decoder's Linear weights are
+    kept in bf16: the values autocast would compute on every call, computed once."""
     state = load(path)
     cfg = config_lib.from_dict(state["config"])
     model = FlowTTS(cfg)
     weights = state["ema"] if use_ema and state.get("ema") else state["model"]
     load_weights(model, weights, path)
     model = model.to(device).eval()
+    if torch.device(device).type == "cuda" and cfg.dtype == "bf16":
+        model.bf16_decoder_weights()
     if compile and torch.device(device).type == "cuda":
         model.compile_decoder(sampling=True)
     return model

@@ -350,6 +350,15 @@ class FlowTTS(nn.Module):
         launching a step's hundreds of small kernels takes longer than running them."""
         self.decoder.compile(dynamic=True, mode="reduce-overhead" if sampling else None)
 
+    def bf16_decoder_weights(self) -> None:
+        """For sampling under bf16 autocast (GPU): keep the decoder's Linear weights in bf16.
+        Autocast casts each fp32 weight to exactly these values on every call; at batch 1 those
+        casts are a large share of a decoder call's memory traffic. Inference only: training
+        needs the fp32 master weights."""
+        for module in self.decoder.modules():
+            if isinstance(module, nn.Linear):
+                module.to(torch.bfloat16)
+
     def parameter_counts(self) -> dict[str, int]:
         count = lambda module: sum(p.numel() for p in module.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -191,6 +191,8 @@ def main() -> None:
     parser.add_argument("--sample_steps", default="16,32,50")
     parser.add_argument("--sample_batches", default="1,32")
     parser.add_argument("--vocoder", default="hifigan")
+    parser.add_argument("--sample_weights", default="bf16", choices=("bf16", "fp32", "fp32,bf16"),
+                        help="decoder Linear weights when sampling on a GPU (bf16: as sample.py)")
     parser.add_argument("--peak_tflops", type=float, default=790.0,
                         help="bf16 dense matmul rate measured on an H100 SXM")
     args, overrides = parser.parse_known_args()  # the rest: --key value config overrides
@@ -221,16 +223,22 @@ def main() -> None:
                     torch.cuda.empty_cache()
         if args.mode in ("sample", "all"):
             cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
-            model = FlowTTS(cfg).to(device).eval()
-            if cfg.compile:
-                model.compile_decoder(sampling=True)
             vocoder = audio.load_vocoder(args.vocoder, str(device))
-            for batch in map(int, args.sample_batches.split(",")):
-                for steps in map(int, args.sample_steps.split(",")):
-                    for voc in (None, vocoder):
-                        emit({"compile": cfg.compile, **bench_sample(
-                            model, voc, batch, steps, 2.0, 6.57, 3, device,
-                            args.profile if voc is not None and batch == 1 else 0)})
+            for weights in args.sample_weights.split(","):
+                model = FlowTTS(cfg).to(device).eval()
+                if weights == "bf16" and device.type == "cuda" and cfg.dtype == "bf16":
+                    model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
+                else:
+                    weights = "fp32"
+                if cfg.compile:
+                    model.compile_decoder(sampling=True)
+                for batch in map(int, args.sample_batches.split(",")):
+                    for steps in map(int, args.sample_steps.split(",")):
+                        for voc in (None, vocoder):
+                            emit({"compile": cfg.compile, "decoder_weights": weights,
+                                  **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
+                                                 args.profile if voc is not None and batch == 1
+                                                 else 0)})
 
 
 if __name__ == "__main__":

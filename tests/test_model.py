@@ -88,3 +88,21 @@ def test_a_prompts_sample_does_not_depend_on_its_batch(tiny):
     assert with_long.shape[1] == 70 and with_short.shape[1] == 30
     assert torch.allclose(with_long[1, :30], with_short[1, :30], atol=1e-4)
     assert not torch.allclose(with_long[0, :12], with_short[0, :12], atol=1e-2)
+
+
+def test_bf16_decoder_weights_match_autocast_exactly(tiny):
+    """Sampling on a GPU stores the decoder's Linear weights in bf16: the decoder must give the
+    same output as under bf16 autocast with fp32 weights (checked with CPU autocast)."""
+    model, cfg = tiny
+    model.eval()
+    b, n, l, d = 2, 24, 8, cfg.decoder_d_model
+    x, t = torch.randn(b, n, cfg.n_mels), torch.rand(b)
+    text, text_mask = torch.randn(b, l, d), torch.ones(b, l, dtype=torch.bool)
+    mel_mask = torch.arange(n)[None] < torch.tensor([[n], [n - 7]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = model.decoder(x, t, text, text_mask, mel_mask)
+        model.bf16_decoder_weights()
+        cast_once = model.decoder(x, t, text, text_mask, mel_mask)
+    assert model.decoder.blocks[0].mlp.fc.weight.dtype == torch.bfloat16
+    assert model.decoder.blocks[0].self_norm.weight.dtype == torch.float32  # norms stay fp32
+    assert torch.equal(reference, cast_once)
