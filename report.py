@@ -94,14 +94,14 @@ def plot_runs(runs: dict[str, list[dict]], path: str, title: str = "") -> dict:
     """plot_run for several runs on shared axes (labelled by run name when there are several),
     to compare them; returns {run name: plotted series' lengths}."""
     from matplotlib.figure import Figure
-    keys = ("train/loss", "val/flow_loss", "eval/wer", "train/step_ms")
+    keys = ("train/loss", "val/flow_loss", "eval/wer", "eval/wer_oracle_duration", "train/step_ms")
     series = {name: {key: [(r["step"], r[key]) for r in records
                            if isinstance(r.get(key), (int, float))] for key in keys}
               for name, records in runs.items()}
     fig = Figure(figsize=(12, 3.2), layout="tight")
     axes = fig.subplots(1, 3)
     for ax, panel_keys, label in ((axes[0], ("train/loss", "val/flow_loss"), "flow-matching loss"),
-                                  (axes[1], ("eval/wer",), "WER"),
+                                  (axes[1], ("eval/wer", "eval/wer_oracle_duration"), "WER"),
                                   (axes[2], ("train/step_ms",), "ms / step")):
         for name, run in series.items():
             for key in panel_keys:
@@ -112,7 +112,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str, title: str = "") -> dict:
         ax.set_xlabel("step"), ax.set_ylabel(label), ax.grid(alpha=0.3)
         if any(run[k] for run in series.values() for k in panel_keys):
             ax.legend(fontsize=8)
-    axes[0].set_yscale("log")
+    axes[0].set_yscale("log"), axes[2].set_yscale("log")  # compilation makes the first steps slow
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=90)
     return {name: {key: len(points) for key, points in run.items()} for name, run in series.items()}

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -100,9 +101,9 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int, steps: int,
     rows = list(range(len(dataset)))
     batches = BatchStream(dataset, rows, cfg).iterate(0, 0)
     t_compile = time.time()
-    for step in range(warmup):
+    for step in tqdm(range(warmup), desc=f"warm-up (compile={cfg.compile})", mininterval=5):
         trainer.step(batches, lr_at(step, cfg))
-    synchronize(device)
+        synchronize(device)  # so the bar shows each step's time, compilation included
     warmup_s, useful, padded = time.time() - t_compile, 0, 0
     start = time.time()
     for step in range(warmup, warmup + steps):

@@ -6,6 +6,8 @@
     python scripts/eval_checkpoint.py --ckpt CKPT --data_dir D --oracle_duration --resynth --out DIR
     python scripts/eval_checkpoint.py --ckpt CKPT --prompts F --out DIR \
         --sweep "steps=8,16,32 cfg_scale=1,2,3"
+    python scripts/eval_checkpoint.py --mels RUN/eval/step_N/mels.npz --out DIR \
+        [--data_dir D] [--log_to_run]   # mels sampled elsewhere; WER into RUN/metrics.jsonl
 
 Writes DIR/wer.jsonl (one line per prompt), DIR/summary.json (wer, n_prompts, whisper_model,
 vocoder, steps, cfg, and duration_error when a dataset is given), DIR/report.html and the wavs.
@@ -19,6 +21,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import sys
 import time
 
@@ -31,6 +34,7 @@ import evaluator  # noqa: E402
 from checkpoint import CheckpointError, model_from_checkpoint  # noqa: E402
 from config import ConfigError  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
+from metric import MetricLogger  # noqa: E402
 
 SWEEP_KEYS = {"steps": int, "cfg_scale": float, "duration_scale": float, "seed": int}
 USER_ERRORS = (evaluator.EvalError, evaluator.ASRError, audio.VocoderError, CheckpointError,
@@ -41,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", help="checkpoint file (a run's latest.pt)")
     p.add_argument("--mels", help="score generated mels saved by an evaluation (mels.npz)")
+    p.add_argument("--log_to_run", action="store_true",
+                   help="with --mels RUN/eval/step_N[/oracle_duration]/mels.npz: append the WER "
+                        "to RUN/metrics.jsonl at step N, as the in-loop evaluation logs it")
     p.add_argument("--prompts", help="text file, one prompt a line; default: the split's texts")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num_samples", type=int, default=0, help="evenly spaced subset; 0: all")
@@ -74,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--oracle_duration and --resynth need --data_dir")
     if args.vocoder == "none" and (args.resynth or args.mels):
         p.error("--resynth and --mels need a vocoder")
+    if args.log_to_run and (not args.mels or args.asr == "none"):
+        p.error("--log_to_run needs --mels and an ASR")
     if args.oracle_duration and args.prompts:
         p.error("--oracle_duration samples the split's own texts: drop --prompts")
     return args
@@ -107,6 +116,15 @@ def dataset_rows(args, model):
     if not rows:
         raise evaluator.EvalError(f"{args.data_dir}: no usable utterances in split {args.split!r}")
     return dataset, evaluator.evenly_spaced(rows, args.num_samples)
+
+
+def run_and_step(mels_path: str) -> tuple[str, int]:
+    """RUN/eval/step_N[/oracle_duration]/mels.npz (the in-loop evaluation's layout) -> (RUN, N)."""
+    match = re.search(r"^(.*)/eval/step_(\d+)(/oracle_duration)?/mels\.npz$",
+                      os.path.abspath(mels_path))
+    if not match:
+        raise evaluator.EvalError(f"--log_to_run: {mels_path} is not RUN/eval/step_N/mels.npz")
+    return match.group(1), int(match.group(2))
 
 
 def write_json(path: str, value) -> None:
@@ -160,6 +178,7 @@ def main(argv=None) -> int:
         prompts = args.prompts and evaluator.load_prompts(args.prompts, None, args.num_samples)
         if args.sweep:
             parse_sweep(args.sweep)
+        log_to = run_and_step(args.mels) if args.log_to_run else None
         model = (model_from_checkpoint(args.ckpt, args.device, compile=args.compile)
                  if args.ckpt else None)
         dataset, rows = dataset_rows(args, model)
@@ -179,7 +198,13 @@ def main(argv=None) -> int:
             prompts, mels = [prompts[i] for i in keep], [mels[i] for i in keep]
             summary = evaluator.voice_and_score(args.out, prompts, mels, vocoder, asr,
                                                 settings, time.time())
+            if dataset is not None and not settings.get("oracle_duration"):
+                summary["duration_error"] = evaluator.length_error(dataset, prompts, mels)
             write_json(os.path.join(args.out, "summary.json"), summary)
+            if log_to is not None:  # the key the in-loop evaluation logs, at its step
+                key = "eval/wer_oracle_duration" if settings.get("oracle_duration") else "eval/wer"
+                MetricLogger(log_to[0]).log(log_to[1], {key: summary["wer"],
+                                                        "eval/scored_prompts": summary["n_prompts"]})
             print(f"{args.mels}: WER {pct(summary['wer'])} over {summary['n_prompts']} prompts "
                   f"({summary['whisper_model']}, {summary['vocoder']})")
         if model is not None:

@@ -241,6 +241,18 @@ def test_duration_error_is_mean_relative_error(tiny_model, tiny_dataset):
     assert error == pytest.approx(expected)
 
 
+def test_length_error_of_mels_sampled_elsewhere(tiny_dataset):
+    from data import PreparedDataset
+    dataset = PreparedDataset(tiny_dataset)
+    true = [int(dataset.n_frames[r]) for r in (2, 0)]
+    prompts = [(dataset.ids[2], "x"), (dataset.ids[0], "y")]
+    mels = [np.zeros((true[0] + 10, 80)), np.zeros((true[1] // 2, 80))]  # 10 frames long; half
+    expected = (10 / true[0] + (true[1] - true[1] // 2) / true[1]) / 2
+    assert evaluator.length_error(dataset, prompts, mels) == pytest.approx(expected)
+    with pytest.raises(evaluator.EvalError, match="no utterance 'nope'"):
+        evaluator.length_error(dataset, [("nope", "z")], mels[:1])
+
+
 # --- scripts/eval_checkpoint.py ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -293,7 +305,7 @@ def test_eval_checkpoint_dataset_floor_oracle_and_sweep(tiny_ckpt, tiny_asr, tin
 def test_eval_checkpoint_without_vocoder_keeps_mels_to_score_elsewhere(tiny_ckpt, tiny_dataset,
                                                                        tiny_asr, tmp_path):
     script = load_script("eval_checkpoint")
-    out = tmp_path / "mels_only"
+    out = tmp_path / "run" / "eval" / "step_7" / "oracle_duration"  # where a run keeps them
     assert script.main(["--ckpt", tiny_ckpt, "--data_dir", tiny_dataset, "--oracle_duration",
                         "--vocoder", "none", "--asr", "none", "--steps", "1", "--device", "cpu",
                         "--out", str(out)]) == 0
@@ -306,10 +318,18 @@ def test_eval_checkpoint_without_vocoder_keeps_mels_to_score_elsewhere(tiny_ckpt
     scored = tmp_path / "scored"  # elsewhere: an evenly spaced subset of them, scored
     assert script.main(["--mels", str(out / "mels.npz"), "--num_samples", "1", "--out",
                         str(scored), "--vocoder", "griffinlim", "--asr", "faster-whisper",
-                        "--whisper", "tiny.en"]) == 0
+                        "--whisper", "tiny.en", "--log_to_run"]) == 0
     summary = json.loads((scored / "summary.json").read_text())
     assert summary["n_prompts"] == 1 and summary["wer"] is not None
     assert [p.name for p in scored.glob("*.wav")] == [f"{dataset.ids[val[0]]}.wav"]
+    # --log_to_run: the run's metrics get the WER at step 7, under the oracle-duration key
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["eval/wer_oracle_duration"], r["eval/scored_prompts"]) for r in logged] \
+        == [(7, summary["wer"], 1)]
+    elsewhere = tmp_path / "elsewhere.npz"
+    elsewhere.write_bytes((out / "mels.npz").read_bytes())
+    assert script.main(["--mels", str(elsewhere), "--out", str(scored), "--vocoder", "griffinlim",
+                        "--log_to_run"]) == 2  # not inside a run: refused before any scoring
 
 
 def test_eval_checkpoint_user_errors_exit_2(tiny_ckpt, tmp_path, capsys):
