@@ -340,12 +340,14 @@ def duration_error(model, dataset, rows, batch_size: int = 32) -> float:
 
 def length_error(dataset, prompts, mels) -> float:
     """duration_error of mels sampled elsewhere at predicted lengths: mean |generated - true|
-    / true length, the true lengths from the dataset's utterances of the same ids."""
-    row_of = {utt_id: row for row, utt_id in enumerate(dataset.ids)}
-    missing = [utt_id for utt_id, _ in prompts if utt_id not in row_of]
+    / true length, the true lengths from the dataset's utterances of the same texts (the
+    in-loop evaluation names its prompts train_0000, ..., not by utterance id)."""
+    row_of = {text: row for row, text in enumerate(dataset.texts)}
+    missing = [text for _, text in prompts if text not in row_of]
     if missing:
-        raise EvalError(f"the dataset has no utterance {missing[0]!r} to take its true length from")
-    true = np.array([dataset.n_frames[row_of[utt_id]] for utt_id, _ in prompts], np.float64)
+        raise EvalError(f"the dataset has no utterance of the text {missing[0]!r} to take its "
+                        f"true length from")
+    true = np.array([dataset.n_frames[row_of[text]] for _, text in prompts], np.float64)
     return float(np.mean(np.abs(np.array([len(m) for m in mels]) - true) / true))
 
 

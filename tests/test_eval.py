@@ -245,12 +245,12 @@ def test_length_error_of_mels_sampled_elsewhere(tiny_dataset):
     from data import PreparedDataset
     dataset = PreparedDataset(tiny_dataset)
     true = [int(dataset.n_frames[r]) for r in (2, 0)]
-    prompts = [(dataset.ids[2], "x"), (dataset.ids[0], "y")]
+    prompts = [("train_0000", dataset.texts[2]), ("train_0001", dataset.texts[0])]
     mels = [np.zeros((true[0] + 10, 80)), np.zeros((true[1] // 2, 80))]  # 10 frames long; half
     expected = (10 / true[0] + (true[1] - true[1] // 2) / true[1]) / 2
     assert evaluator.length_error(dataset, prompts, mels) == pytest.approx(expected)
-    with pytest.raises(evaluator.EvalError, match="no utterance 'nope'"):
-        evaluator.length_error(dataset, [("nope", "z")], mels[:1])
+    with pytest.raises(evaluator.EvalError, match="no utterance of the text 'never said'"):
+        evaluator.length_error(dataset, [("train_0000", "never said")], mels[:1])
 
 
 # --- scripts/eval_checkpoint.py ----------------------------------------------------------------
