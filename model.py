@@ -351,10 +351,8 @@ class FlowTTS(nn.Module):
         self.decoder.compile(dynamic=True, mode="reduce-overhead" if sampling else None)
 
     def bf16_decoder_weights(self) -> None:
-        """For sampling under bf16 autocast (GPU): keep the decoder's Linear weights in bf16.
-        Autocast casts each fp32 weight to exactly these values on every call; at batch 1 those
-        casts are a large share of a decoder call's memory traffic. Inference only: training
-        needs the fp32 master weights."""
+        """Sampling under bf16 autocast (GPU): store the decoder's Linear weights in bf16, the
+        values autocast would cast them to on every call (inference only: no fp32 masters)."""
         for module in self.decoder.modules():
             if isinstance(module, nn.Linear):
                 module.to(torch.bfloat16)

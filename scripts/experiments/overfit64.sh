@@ -9,7 +9,7 @@
 # In-loop evaluation samples all 64 training texts every eval_interval steps, with the
 # predicted durations and again at the true ones (eval/step_<N>/oracle_duration/), and keeps
 # the generated mels (eval/step_<N>/mels.npz); score them anywhere with
-#   python scripts/eval_checkpoint.py --mels OUT_DIR/run/eval/step_<N>/mels.npz --out DIR
+#   python scripts/eval_checkpoint.py --mels OUT_DIR/run/eval/step_<N>/mels.npz --out DIR --log_to_run
 set -euo pipefail
 data=$1 out=$2
 shift 2

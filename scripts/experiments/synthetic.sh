@@ -7,7 +7,7 @@
 #
 # Held-out sentences (the corpus's val split) are sampled every eval_interval steps; their
 # generated mels are kept in <run>/eval/step_<N>/mels.npz for scoring with
-#   python scripts/eval_checkpoint.py --mels ... --out DIR
+#   python scripts/eval_checkpoint.py --mels <run>/eval/step_<N>/mels.npz --out DIR --log_to_run
 set -euo pipefail
 out=$1 n=${2:-6000} seconds=${3:-330}
 shift $(( $# < 3 ? $# : 3 ))
