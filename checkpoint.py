@@ -144,7 +144,7 @@ def model_from_checkpoint(path: str, device, use_ema: bool = True,
     weights = state["ema"] if use_ema and state.get("ema") else state["model"]
     load_weights(model, weights, path)
     model = model.to(device).eval()
-    if torch.device(device).type == "cuda" and cfg.dtype == "bf16":
+    if model.samples_in_bf16:
         model.bf16_decoder_weights()
     if compile and torch.device(device).type == "cuda":
         model.compile_decoder(sampling=True)

@@ -334,8 +334,7 @@ def duration_error(model, dataset, rows, batch_size: int = 32) -> float:
     if not rows:
         return float("nan")
     predicted = predicted_frames(model, [dataset.texts[r] for r in rows], batch_size)
-    true = dataset.n_frames[rows].astype(np.float64)
-    return float(np.mean(np.abs(predicted - true) / true))
+    return mean_relative_error(predicted, dataset.n_frames[rows])
 
 
 def length_error(dataset, prompts, mels) -> float:
@@ -347,8 +346,13 @@ def length_error(dataset, prompts, mels) -> float:
     if missing:
         raise EvalError(f"the dataset has no utterance of the text {missing[0]!r} to take its "
                         f"true length from")
-    true = np.array([dataset.n_frames[row_of[text]] for _, text in prompts], np.float64)
-    return float(np.mean(np.abs(np.array([len(m) for m in mels]) - true) / true))
+    true = [dataset.n_frames[row_of[text]] for _, text in prompts]
+    return mean_relative_error([len(m) for m in mels], true)
+
+
+def mean_relative_error(predicted, true) -> float:
+    true = np.asarray(true, dtype=np.float64)  # lengths in frames
+    return float(np.mean(np.abs(np.asarray(predicted) - true) / true))
 
 
 # --- in-loop evaluation ------------------------------------------------------------------------

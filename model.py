@@ -321,8 +321,7 @@ class FlowTTS(nn.Module):
             text, mask = torch.cat([text, self.text_proj(null_text)]), torch.cat([mask, null_mask])
         grid = torch.linspace(0, 1, steps + 1, device=device)
         grid = grid + sway * (torch.cos(math.pi / 2 * grid) - 1 + grid)
-        bf16 = device.type == "cuda" and self.cfg.dtype == "bf16"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.samples_in_bf16):
             x = self._integrate(x, grid, text, mask, mel_mask, cfg_scale)
         mel = audio.denormalize(x, self.cfg.mel_mean, self.cfg.mel_std)
         n_max = int(frames.max())
@@ -330,7 +329,6 @@ class FlowTTS(nn.Module):
 
     def _integrate(self, x, grid, text, mask, mel_mask, cfg_scale):
         """Euler steps along `grid`; CFG rows batched with the conditional ones in one forward."""
-        b = x.shape[0]
         guided = cfg_scale != 1.0
         mel_mask = torch.cat([mel_mask, mel_mask]) if guided else mel_mask
         for i in range(len(grid) - 1):
@@ -349,6 +347,11 @@ class FlowTTS(nn.Module):
         sampling also replay CUDA graphs ('reduce-overhead', one per padded length): at batch 1
         launching a step's hundreds of small kernels takes longer than running them."""
         self.decoder.compile(dynamic=True, mode="reduce-overhead" if sampling else None)
+
+    @property
+    def samples_in_bf16(self) -> bool:
+        """Sampling runs under bf16 autocast: on a GPU, with dtype bf16."""
+        return self.null_ids.device.type == "cuda" and self.cfg.dtype == "bf16"
 
     def bf16_decoder_weights(self) -> None:
         """Sampling under bf16 autocast (GPU): store the decoder's Linear weights in bf16, the

@@ -227,16 +227,15 @@ def main() -> None:
             vocoder = audio.load_vocoder(args.vocoder, str(device))
             for weights in args.sample_weights.split(","):
                 model = FlowTTS(cfg).to(device).eval()
-                if weights == "bf16" and device.type == "cuda" and cfg.dtype == "bf16":
+                cast = weights == "bf16" and model.samples_in_bf16
+                if cast:
                     model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
-                else:
-                    weights = "fp32"
                 if cfg.compile:
                     model.compile_decoder(sampling=True)
                 for batch in map(int, args.sample_batches.split(",")):
                     for steps in map(int, args.sample_steps.split(",")):
                         for voc in (None, vocoder):
-                            emit({"compile": cfg.compile, "decoder_weights": weights,
+                            emit({"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32",
                                   **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
                                                  args.profile if voc is not None and batch == 1
                                                  else 0)})
