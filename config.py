@@ -101,6 +101,7 @@ class TrainConfig:
     eval_num_samples: int = 4  # 0: all prompts
     eval_steps: int = 32
     eval_cfg_scale: float = 2.0
+    eval_sway: float = 0.0  # Euler time grid; < 0 puts more steps near the noise end
     eval_whisper_model: str = "base.en"
     eval_whisper_device: str = ""
     eval_asr: str = "auto"  # auto | openai-whisper | faster-whisper | none
@@ -184,6 +185,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("config key 'eval_oracle_duration': needs eval_prompts overfit or val "
                           f"(true lengths are known only for the dataset's texts), got "
                           f"{cfg.eval_prompts!r}")
+    if not -1 <= cfg.eval_sway <= 1:
+        raise ConfigError(f"config key 'eval_sway': must be in [-1, 1], got {cfg.eval_sway!r}")
     if cfg.ema_decay >= 1:
         raise ConfigError(f"config key 'ema_decay': must be < 1, got {cfg.ema_decay!r}")
     if cfg.mel_std is not None and cfg.mel_std <= 0:

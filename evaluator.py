@@ -231,14 +231,15 @@ def load_prompts(spec: str, train_texts: list[str] | None = None, n: int = 0,
 
 # --- sampling, vocoding, scoring ---------------------------------------------------------------
 def sample_mels(model, texts, steps, cfg_scale, seed=0, batch_size=8, duration_scale=1.0,
-                n_frames=None) -> list[torch.Tensor]:
+                n_frames=None, sway=0.0) -> list[torch.Tensor]:
     """model.sample in batches -> one log-mel (n, m) per text, cut to its own length."""
     mels = []
     for start in tqdm(range(0, len(texts), batch_size), desc="sample", leave=False):
         frames = None if n_frames is None else list(n_frames[start:start + batch_size])
         mel, lengths = model.sample(texts[start:start + batch_size], steps=steps,
                                     cfg_scale=cfg_scale, seed=seed + start,  # prompt j: seed + j
-                                    duration_scale=duration_scale, n_frames=frames)  # (b, n, m)
+                                    duration_scale=duration_scale, n_frames=frames,
+                                    sway=sway)  # (b, n, m)
         mels += [m[:n] for m, n in zip(mel.float().cpu(), lengths.tolist())]
     return mels
 
@@ -272,15 +273,15 @@ def voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=N
 
 
 def evaluate_texts(model, prompts, out_dir, steps, cfg_scale, vocoder, asr, seed=0, batch_size=8,
-                   duration_scale=1.0, n_frames=None, gt_mels=None, report=True) -> dict:
+                   duration_scale=1.0, n_frames=None, gt_mels=None, report=True, sway=0.0) -> dict:
     """Sample, vocode, transcribe and score `prompts` [(id, text)]; asr None: wavs only;
     vocoder None: the generated mels only (out_dir/mels.npz is always written, to re-score
     later with `eval_checkpoint.py --mels`). n_frames: per-prompt lengths (oracle durations);
     gt_mels: {id: (n, m)} for the report."""
     start = time.time()
     mels = sample_mels(model, [t for _, t in prompts], steps, cfg_scale, seed, batch_size,
-                       duration_scale, n_frames)
-    summary = {"kind": "model samples", "steps": steps, "cfg": cfg_scale, "seed": seed,
+                       duration_scale, n_frames, sway)
+    summary = {"kind": "model samples", "steps": steps, "cfg": cfg_scale, "sway": sway, "seed": seed,
                "duration_scale": duration_scale, "oracle_duration": n_frames is not None,
                "sample_seconds": round(time.time() - start, 2), "n_prompts": len(prompts)}
     save_mels(os.path.join(out_dir, "mels.npz"), prompts, mels, summary)
@@ -384,7 +385,7 @@ class InLoopEvaluator:
         out_dir = os.path.join(self.run_dir, "eval", f"step_{step}")
         evaluate = lambda where, frames: evaluate_texts(
             model, self.prompts, where, cfg.eval_steps, cfg.eval_cfg_scale, self.vocoder,
-            self.asr, seed=cfg.seed, n_frames=frames)
+            self.asr, seed=cfg.seed, n_frames=frames, sway=cfg.eval_sway)
         # Eagerly: compiling the sampling shapes would cost more than a few evaluations take.
         try:
             with torch.compiler.set_stance("force_eager"):

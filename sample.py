@@ -50,9 +50,9 @@ def output_paths(out: str, count: int) -> list[str]:
 
 
 def synthesize(model: FlowTTS, vocoder, texts: list[str], steps: int, cfg_scale: float,
-               seed: int, duration_scale: float = 1.0, batch_size: int = 8) -> list:
+               seed: int, duration_scale: float = 1.0, batch_size: int = 8, sway: float = 0.0) -> list:
     """texts -> list of float32 waveforms, each as long as its predicted duration."""
-    mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale)
+    mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale, sway=sway)
     return [vocoder(mel.T[None])[0].numpy() for mel in mels]  # (n, m) -> (s,) = n * 256
 
 
@@ -65,6 +65,8 @@ def parse_args(argv):
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--cfg_scale", type=float, default=2.0)
+    parser.add_argument("--sway", type=float, default=0.0,
+                        help="time grid in [-1, 1]; < 0 puts more Euler steps near the noise end")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration_scale", type=float, default=1.0)
     parser.add_argument("--vocoder", default="auto")
@@ -93,6 +95,8 @@ def check_args(args) -> None:
         raise PromptError(f"--steps must be >= 1, got {args.steps}")
     if args.cfg_scale < 0:
         raise PromptError(f"--cfg_scale must be >= 0, got {args.cfg_scale}")
+    if not -1 <= args.sway <= 1:
+        raise PromptError(f"--sway must be in [-1, 1], got {args.sway}")
     if args.duration_scale <= 0:
         raise PromptError(f"--duration_scale must be > 0, got {args.duration_scale}")
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -111,7 +115,7 @@ def main(argv: list[str]) -> None:
     texts = read_prompts(args, model.cfg.max_text_length)
     vocoder = audio.load_vocoder(args.vocoder, args.device)
     waves = synthesize(model, vocoder, texts, args.steps, args.cfg_scale, args.seed,
-                       args.duration_scale)
+                       args.duration_scale, sway=args.sway)
     for path, wave, text in zip(output_paths(args.out, len(texts)), waves, texts):
         audio.write_wav(path, wave)
         print(f"{path}: {len(wave) / audio.SAMPLE_RATE:.2f} s  {text[:60]!r}")

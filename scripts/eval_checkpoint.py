@@ -36,7 +36,7 @@ from config import ConfigError  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
 from metric import MetricLogger  # noqa: E402
 
-SWEEP_KEYS = {"steps": int, "cfg_scale": float, "duration_scale": float, "seed": int}
+SWEEP_KEYS = {"steps": int, "cfg_scale": float, "sway": float, "duration_scale": float, "seed": int}
 USER_ERRORS = (evaluator.EvalError, evaluator.ASRError, audio.VocoderError, CheckpointError,
                DatasetError, audio.AudioError, ConfigError)
 
@@ -59,6 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bigvgan_model", default=audio.BIGVGAN_MODEL)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--cfg_scale", type=float, default=2.0)
+    p.add_argument("--sway", type=float, default=0.0,
+                   help="time-grid sway in [-1, 1]; < 0 puts more Euler steps near the noise end")
+    p.add_argument("--weights", default="ema", choices=("ema", "raw"),
+                   help="sample with the run's EMA weights (when it kept them) or the raw ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration_scale", type=float, default=1.0)
     p.add_argument("--batch_size", type=int, default=8)
@@ -145,8 +149,8 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
     extra = {"checkpoint": args.ckpt, "prompts": args.prompts or f"{args.data_dir}:{args.split}"}
     if dataset is not None:
         extra["duration_error"] = evaluator.duration_error(model, dataset, rows)
-    base = dict(steps=args.steps, cfg_scale=args.cfg_scale, duration_scale=args.duration_scale,
-                seed=args.seed)
+    base = dict(steps=args.steps, cfg_scale=args.cfg_scale, sway=args.sway,
+                duration_scale=args.duration_scale, seed=args.seed)
     summaries = []
     for change in parse_sweep(args.sweep) if args.sweep else [{}]:
         s = {**base, **change}
@@ -154,7 +158,7 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
         out = os.path.join(args.out, "sweep", tag) if args.sweep else args.out
         summary = evaluator.evaluate_texts(model, prompts, out, s["steps"], s["cfg_scale"], vocoder,
                                            asr, s["seed"], args.batch_size, s["duration_scale"],
-                                           n_frames, gt_mels)
+                                           n_frames, gt_mels, sway=s["sway"])
         summary.update(extra, setting=change, dir=os.path.relpath(out, args.out))
         write_json(os.path.join(out, "summary.json"), summary)
         print(f"{tag or 'model'}: WER {pct(summary.get('wer'))} over {summary['n_prompts']} "
@@ -179,8 +183,8 @@ def main(argv=None) -> int:
         if args.sweep:
             parse_sweep(args.sweep)
         log_to = run_and_step(args.mels) if args.log_to_run else None
-        model = (model_from_checkpoint(args.ckpt, args.device, compile=args.compile)
-                 if args.ckpt else None)
+        model = (model_from_checkpoint(args.ckpt, args.device, use_ema=args.weights == "ema",
+                                       compile=args.compile) if args.ckpt else None)
         dataset, rows = dataset_rows(args, model)
         vocoder = (None if args.vocoder == "none"
                    else audio.load_vocoder(args.vocoder, args.device, args.bigvgan_model))

@@ -32,6 +32,7 @@ def test_unknown_key_names_it_and_lists_valid_keys(tmp_path):
     ("optimizer", "sgd", "not one of"),
     ("batch_size", "0", "must be > 0"),
     ("silence_prob", "1.5", "must be in [0, 1]"),
+    ("eval_sway", "-1.5", "must be in [-1, 1]"),
     ("n_mels", "100", "must be 80"),
     ("decoder_n_head", "3", "even integer head size"),
 ])

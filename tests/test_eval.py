@@ -295,11 +295,11 @@ def test_eval_checkpoint_dataset_floor_oracle_and_sweep(tiny_ckpt, tiny_asr, tin
     assert floor["n_prompts"] == 2 and floor["kind"] == "resynthesis floor"
     assert "floor" in capsys.readouterr().out
     out = tmp_path / "sweep"
-    assert script.main(common + ["--out", str(out), "--sweep", "steps=1,2 cfg_scale=1"]) == 0
+    assert script.main(common + ["--out", str(out), "--sweep", "steps=1,2 sway=-1"]) == 0
     lines = [json.loads(x) for x in (out / "sweep.jsonl").read_text().splitlines()]
-    assert [(x["steps"], x["cfg_scale"]) for x in lines] == [(1, 1.0), (2, 1.0)]
+    assert [(x["steps"], x["sway"]) for x in lines] == [(1, -1.0), (2, -1.0)]
     assert json.loads((out / "summary.json").read_text())["setting"] in [
-        {"steps": 1, "cfg_scale": 1.0}, {"steps": 2, "cfg_scale": 1.0}]
+        {"steps": 1, "sway": -1.0}, {"steps": 2, "sway": -1.0}]
 
 
 def test_eval_checkpoint_without_vocoder_keeps_mels_to_score_elsewhere(tiny_ckpt, tiny_dataset,
@@ -375,3 +375,21 @@ def test_report_audio_plays_in_headless_chromium(eval_run, tmp_path):
     shot = tmp_path / "report.png"
     chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,800", page)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
+
+
+def test_eval_checkpoint_samples_the_raw_or_the_ema_weights(tiny_model, tiny_dataset, tmp_path):
+    raw = checkpoint.trainable_state(tiny_model)
+    ema = {k: v + 0.5 if k == "decoder.out_proj.bias" else v for k, v in raw.items()}
+    state = {"model": raw, "ema": ema, "config": config.as_dict(tiny_model.cfg), "step": 0}
+    ckpt = checkpoint.save(str(tmp_path / "run"), state, keep=1)
+    script = load_script("eval_checkpoint")
+    mels = {}
+    for weights in ("raw", "ema"):
+        out = tmp_path / weights
+        assert script.main(["--ckpt", ckpt, "--data_dir", tiny_dataset, "--oracle_duration",
+                            "--weights", weights, "--vocoder", "none", "--asr", "none",
+                            "--steps", "1", "--cfg_scale", "1", "--device", "cpu",
+                            "--out", str(out)]) == 0
+        mels[weights] = evaluator.load_mels(str(out / "mels.npz"))[1]
+    for raw_mel, ema_mel in zip(mels["raw"], mels["ema"]):  # one Euler step: x0 + velocity
+        assert np.allclose(ema_mel - raw_mel, 0.5 * tiny_model.cfg.mel_std, atol=0.02)

@@ -64,6 +64,41 @@ def test_sample_shapes_seed_and_oracle_frames(tiny):
     assert not torch.allclose(other[0], mel[0])
 
 
+def test_sway_spends_more_euler_steps_near_the_noise_end(tiny, monkeypatch):
+    model, _ = tiny
+    model.eval()
+    grids = []
+    monkeypatch.setattr(model, "_integrate", lambda x, grid, *rest: grids.append(grid) or x)
+    for sway in (0.0, -1.0):
+        model.sample(["hello"], steps=8, n_frames=[16], sway=sway)
+    uniform, swayed = grids
+    assert torch.allclose(uniform, torch.linspace(0, 1, 9))
+    assert swayed[0] == 0 and swayed[-1] == pytest.approx(1) and torch.all(swayed.diff() > 0)
+    assert swayed[1] < uniform[1] / 2  # the first step, out of pure noise, is much shorter
+    with pytest.raises(ValueError, match="sway"):
+        model.sample(["hello"], steps=2, n_frames=[16], sway=1.5)
+
+
+def test_compiled_training_blocks_share_one_graph_and_match_eager(tiny):
+    model, cfg = tiny
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    eager = FlowTTS(cfg)
+    eager.load_state_dict(model.state_dict())
+    model.compile_decoder()
+    for n, l in ((24, 9), (40, 13)):  # two lengths: dynamic shapes, no recompilation
+        x, t = torch.randn(2, n, cfg.n_mels), torch.rand(2)
+        text, text_mask = torch.randn(2, l, cfg.decoder_d_model), torch.ones(2, l, dtype=torch.bool)
+        mel_mask = torch.arange(n)[None] < torch.tensor([[n], [n - 5]])
+        outs = [m.decoder(x, t, text, text_mask, mel_mask) for m in (model, eager)]
+        assert torch.allclose(outs[0], outs[1], atol=1e-4)
+        outs[0].square().mean().backward()
+    # each block compiled on its own (not the decoder as one graph), all blocks one graph
+    assert model.decoder._compiled_call_impl is None
+    assert all(block._compiled_call_impl is not None for block in model.decoder.blocks)
+    assert cfg.decoder_n_layer > 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
 def test_flops_per_frame_hand_count():
     cfg = config.load_config(None, {"decoder_d_model": 8, "decoder_n_layer": 2, "decoder_n_head": 2})
     n, l, d = 10, 5, 8
