@@ -164,6 +164,13 @@ def coerce(key: str, value, kind) -> object:
         raise ConfigError(f"config key {key!r}: cannot read {value!r} as {base.__name__}") from None
 
 
+def check_sway(sway: float, where: str) -> None:
+    """Sway bends the sampler's Euler time grid (model.FlowTTS.sample). Outside [-1, 1] the grid
+    is no longer monotone. The config, the CLIs and the model all check it here."""
+    if not -1 <= sway <= 1:
+        raise ConfigError(f"{where}: must be in [-1, 1], got {sway!r}")
+
+
 def validate(cfg: TrainConfig) -> None:
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
@@ -185,8 +192,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("config key 'eval_oracle_duration': needs eval_prompts overfit or val "
                           f"(true lengths are known only for the dataset's texts), got "
                           f"{cfg.eval_prompts!r}")
-    if not -1 <= cfg.eval_sway <= 1:
-        raise ConfigError(f"config key 'eval_sway': must be in [-1, 1], got {cfg.eval_sway!r}")
+    check_sway(cfg.eval_sway, "config key 'eval_sway'")
     if cfg.ema_decay >= 1:
         raise ConfigError(f"config key 'ema_decay': must be < 1, got {cfg.ema_decay!r}")
     if cfg.mel_std is not None and cfg.mel_std <= 0:

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import audio
+from config import check_sway
 
 BYTE_VOCAB = 384  # ByT5: 3 special ids + 256 bytes, padded to 384
 
@@ -179,6 +180,10 @@ class MelDecoder(nn.Module):
         self.t_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         nn.init.zeros_(self.t_modulation[1].weight)  # blocks start as plain pre-norm residuals
         nn.init.zeros_(self.t_modulation[1].bias)
+        # Added to the modulation so the gates start at 1. A buffer, not a tensor made in
+        # forward: building one from a list copies it to the GPU and waits for the GPU.
+        self.register_buffer("gate_offset", torch.tensor([0.0, 0, 1, 0, 0, 1])[:, None],
+                             persistent=False)
         self.blocks = nn.ModuleList(DecoderBlock(d, cfg.decoder_n_head, cfg.decoder_dropout)
                                     for _ in range(cfg.decoder_n_layer))
         self.norm = RMSNorm(d)
@@ -187,8 +192,7 @@ class MelDecoder(nn.Module):
     def forward(self, x_t, t, text, text_mask, mel_mask):
         """x_t (b, n, m), t (b,), text (b, l, d), masks (b, l) / (b, n) bool -> (b, n, m)."""
         t_emb = self.t_mlp(timestep_embedding(t, self.d).to(x_t.dtype))  # (b, d)
-        t_mod = self.t_modulation(t_emb).view(-1, 6, self.d) + torch.tensor(
-            [0, 0, 1, 0, 0, 1], device=x_t.device, dtype=t_emb.dtype)[:, None]  # gates start at 1
+        t_mod = self.t_modulation(t_emb).view(-1, 6, self.d) + self.gate_offset.to(t_emb.dtype)
         # RoPE positions: mel frames count 0..n-1; text tokens are spread over the same span
         # (token j of l sits at j * n_frames / l), so zero relative rotation marks the diagonal
         # of a monotonic alignment and cross-attention starts with a useful prior.
@@ -300,8 +304,7 @@ class FlowTTS(nn.Module):
 
         cfg_scale w: v = v_null + w (v_text - v_null); w = 1 is plain conditional sampling.
         sway < 0 spends more steps near the noise end (F5-TTS, Chen et al. 2024)."""
-        if not -1.0 <= sway <= 1.0:  # outside, the time grid is no longer monotone
-            raise ValueError(f"sway must be in [-1, 1], got {sway}")
+        check_sway(sway, "sway")
         device = self.null_ids.device
         ids, mask = tokenize(texts, self.cfg.max_text_length)
         ids, mask = ids.to(device), mask.to(device)

@@ -19,6 +19,7 @@ import torch
 
 import audio
 import checkpoint
+from config import ConfigError, check_sway
 from evaluator import sample_mels
 from model import FlowTTS
 
@@ -95,8 +96,7 @@ def check_args(args) -> None:
         raise PromptError(f"--steps must be >= 1, got {args.steps}")
     if args.cfg_scale < 0:
         raise PromptError(f"--cfg_scale must be >= 0, got {args.cfg_scale}")
-    if not -1 <= args.sway <= 1:
-        raise PromptError(f"--sway must be in [-1, 1], got {args.sway}")
+    check_sway(args.sway, "--sway")
     if args.duration_scale <= 0:
         raise PromptError(f"--duration_scale must be > 0, got {args.duration_scale}")
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -124,5 +124,5 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (PromptError, checkpoint.CheckpointError, OSError) as exc:
+    except (PromptError, ConfigError, checkpoint.CheckpointError, OSError) as exc:
         sys.exit(f"error: {exc}")

@@ -41,7 +41,10 @@ VARIANTS = {
     "compile_nocache": {"compile": True, "cache_text_features": False},
     "compile_nobucket": {"compile": True, "bucket_batches": 1},
     "compile_adamw": {"compile": True, "optimizer": "adamw"},
-    "compile_b32": {"compile": True, "batch_size": 32},  # same utterances per optimizer step
+    # Utterances per micro-batch; the optimizer step keeps the config's effective batch.
+    "compile_b16": {"compile": True, "batch_size": 16},
+    "compile_b32": {"compile": True, "batch_size": 32},
+    "compile_b64": {"compile": True, "batch_size": 64},
     "eager_fp32": {"compile": False, "dtype": "fp32"},
 }
 

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import audio  # noqa: E402
 import evaluator  # noqa: E402
 from checkpoint import CheckpointError, model_from_checkpoint  # noqa: E402
-from config import ConfigError  # noqa: E402
+from config import ConfigError, check_sway  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
 from metric import MetricLogger  # noqa: E402
 
@@ -106,6 +106,10 @@ def parse_sweep(spec: str) -> list[dict]:
             raise evaluator.EvalError(f"--sweep: cannot read the values of {part!r}") from None
     if not axes:
         raise evaluator.EvalError("--sweep: no settings given")
+    for axis in axes:
+        for key, value in axis:
+            if key == "sway":
+                check_sway(value, "--sweep sway")
     return [dict(setting) for setting in itertools.product(*axes)]
 
 
@@ -179,9 +183,10 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:  # the cheap checks first, so a typo fails before any model loads
-        prompts = args.prompts and evaluator.load_prompts(args.prompts, None, args.num_samples)
+        check_sway(args.sway, "--sway")
         if args.sweep:
             parse_sweep(args.sweep)
+        prompts = args.prompts and evaluator.load_prompts(args.prompts, None, args.num_samples)
         log_to = run_and_step(args.mels) if args.log_to_run else None
         model = (model_from_checkpoint(args.ckpt, args.device, use_ema=args.weights == "ema",
                                        compile=args.compile) if args.ckpt else None)

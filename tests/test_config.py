@@ -45,7 +45,7 @@ def test_bad_values_are_named(key, value, message):
 def test_repo_configs_and_seed_style_yaml_load(tmp_path):
     full = config.load_config("configs/ljspeech.yaml")
     assert (full.decoder_d_model, full.decoder_n_layer, full.decoder_n_head) == (1024, 8, 4)
-    assert (full.batch_size, full.max_steps, full.lr, full.min_lr) == (16, 200000, 1e-3, 6e-5)
+    assert (full.batch_size, full.max_steps, full.lr, full.min_lr) == (32, 200000, 1e-3, 6e-5)
     assert (full.eval_steps, full.eval_cfg_scale, full.text_condition_dropout) == (50, 2.0, 0.1)
     overfit = config.load_config("configs/ljspeech_overfit64.yaml")
     assert overfit.overfit_first_n_samples == 64 and overfit.eval_prompts == "overfit"

@@ -302,6 +302,16 @@ def test_eval_checkpoint_dataset_floor_oracle_and_sweep(tiny_ckpt, tiny_asr, tin
         {"steps": 1, "sway": -1.0}, {"steps": 2, "sway": -1.0}]
 
 
+@pytest.mark.parametrize("args", [["--sway", "2"], ["--sweep", "steps=1 sway=0,-2"]])
+def test_eval_checkpoint_rejects_sway_before_loading(tmp_path, capsys, args):
+    # The checkpoint does not exist: a check that ran after loading would name it instead.
+    script = load_script("eval_checkpoint")
+    assert script.main(["--ckpt", str(tmp_path / "none.pt"), "--prompts", str(tmp_path / "p.txt"),
+                        "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "must be in [-1, 1]" in err and "none.pt" not in err
+
+
 def test_eval_checkpoint_without_vocoder_keeps_mels_to_score_elsewhere(tiny_ckpt, tiny_dataset,
                                                                        tiny_asr, tmp_path):
     script = load_script("eval_checkpoint")

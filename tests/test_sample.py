@@ -63,6 +63,7 @@ def test_text_file_writes_numbered_outputs(tiny_ckpt, tmp_path):
     (["--text", "bell\x07here"], "control character"),
     (["--text", "ok", "--steps", "0"], "--steps must be >= 1"),
     (["--text", "ok", "--cfg_scale", "-1"], "--cfg_scale must be >= 0"),
+    (["--text", "ok", "--sway", "2"], "--sway: must be in [-1, 1]"),
     (["--text", "ok", "--out", "/proc/nope/x.wav"], "cannot create"),
 ])
 def test_user_errors_are_one_clear_line(tiny_ckpt, tmp_path, args, message):
