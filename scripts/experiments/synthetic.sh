@@ -26,7 +26,7 @@ esac
 python train.py --config configs/ljspeech.yaml --data_dir "$out/data" "${text[@]}" \
   --decoder_d_model 512 --decoder_n_layer 6 --decoder_n_head 4 \
   --effective_batch_size 0 --batch_size 32 --warmup_steps 300 --max_steps 100000 \
-  --lr_schedule_steps 10000 --max_train_seconds "$seconds" --save_interval 100000 --ema_decay 0.999 \
+  --lr_schedule_steps 7000 --max_train_seconds "$seconds" --save_interval 100000 --ema_decay 0 \
   --eval_interval 4000 --eval_prompts val --eval_num_samples 100 --eval_steps 32 \
   --eval_cfg_scale 3 --eval_sway -1 --eval_asr none --eval_vocoder none --eval_oracle_duration true \
   --val_interval 500 --log_interval 50 --out_dir "$out/run_$encoder" "$@" 2>&1 | tee "$out/train_$encoder.log"
