@@ -1,4 +1,4 @@
-"""Prepared-dataset reader and batching.
+"""Prepared-dataset reader, batching, and the frozen encoder's cached text features.
 
 A prepared dataset (scripts/prepare_ljspeech.py) is `mels.f16` (all log-mels concatenated,
 (total_frames, m) float16), `index.parquet` (one row per utterance) and
@@ -9,7 +9,7 @@ All training randomness (flow noise, time t, text dropout, tail silence) is draw
 generators seeded by (seed, epoch, utterance), not from a process-wide RNG: resuming, and
 splitting one batch over several ranks, give exactly the same numbers.
 
-Shape letters: b batch, n mel frames, m mel bands, l text tokens.
+Shape letters: b batch, n mel frames, m mel bands, l text tokens, h text-encoder width.
 """
 from __future__ import annotations
 
@@ -222,3 +222,26 @@ class KeyedCollate:
     def __call__(self, key):
         epoch, position, rows = key
         return epoch, position, Collate(self.dataset, self.cfg, epoch)(rows)
+
+
+class TextFeatureCache:
+    """Frozen-encoder features of every dataset utterance, computed once: the encoder never
+    runs in the training step. Stored flat, (sum of l, h), on the model's device."""
+
+    def __init__(self, model, texts: list[str], batch_size: int = 64):
+        features, lengths = [], []
+        for start in range(0, len(texts), batch_size):
+            hidden, mask = model.encode_texts(texts[start:start + batch_size])  # (b, l, h)
+            counts = mask.sum(1).tolist()
+            lengths += counts
+            features += [hidden[i, :k] for i, k in enumerate(counts)]
+        self.features = torch.cat(features)  # (sum l, h)
+        self.lengths = torch.tensor(lengths, device=self.features.device)
+        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
+
+    def gather(self, rows: torch.Tensor, max_tokens: int) -> torch.Tensor:
+        """rows (b,) dataset rows -> (b, max_tokens, h), zeros past each text's end."""
+        steps = torch.arange(max_tokens, device=rows.device)
+        valid = steps[None] < self.lengths[rows][:, None]  # (b, l)
+        index = torch.where(valid, self.offsets[rows][:, None] + steps[None], 0)
+        return self.features[index] * valid[..., None]

@@ -23,7 +23,6 @@ import torch
 from tqdm import tqdm
 
 import audio
-from model import tokenize
 from report import write_report
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))  # prompt files may be given from here
@@ -321,12 +320,10 @@ def resynth_floor(dataset, rows, vocoder, asr, out_dir, report=True) -> dict:
 @torch.no_grad()
 def predicted_frames(model, texts: list[str], batch_size: int = 32) -> np.ndarray:
     """The duration predictor's length (frames) for each text, as model.sample would use."""
-    device = next(model.parameters()).device
     frames = []
     for start in range(0, len(texts), batch_size):
-        ids, mask = tokenize(texts[start:start + batch_size], model.cfg.max_text_length)
-        ids, mask = ids.to(device), mask.to(device)  # (b, l)
-        frames += model.predict_frames(model.encode_text(ids, mask), mask).tolist()
+        text_hidden, mask = model.encode_texts(texts[start:start + batch_size])  # (b, l, h)
+        frames += model.predict_frames(text_hidden, mask).tolist()
     return np.asarray(frames, dtype=np.int64)
 
 

@@ -248,6 +248,12 @@ class FlowTTS(nn.Module):
     def encode_text(self, ids, mask):
         return self.text_encoder(ids, mask)  # (b, l, h)
 
+    def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts -> text_hidden (b, l, h), mask (b, l), on the model's device."""
+        ids, mask = tokenize(texts, self.cfg.max_text_length)
+        mask = mask.to(self.null_ids.device)
+        return self.encode_text(ids.to(mask.device), mask), mask
+
     def forward(self, batch) -> LossResult:
         """Masked flow-matching + duration loss for a data.Batch (randomness comes in it)."""
         cfg = self.cfg
@@ -306,9 +312,7 @@ class FlowTTS(nn.Module):
         sway < 0 spends more steps near the noise end (F5-TTS, Chen et al. 2024)."""
         check_sway(sway, "sway")
         device = self.null_ids.device
-        ids, mask = tokenize(texts, self.cfg.max_text_length)
-        ids, mask = ids.to(device), mask.to(device)
-        text_hidden = self.encode_text(ids, mask)
+        text_hidden, mask = self.encode_texts(texts)
         frames = (torch.tensor(n_frames, device=device) if n_frames is not None
                   else self.predict_frames(text_hidden, mask, duration_scale))
         # Each row's noise covers only its own frames, so a prompt's sample does not depend on
@@ -390,26 +394,3 @@ def decoder_flops_per_frame(cfg, mel_frames: float, text_tokens: float) -> dict[
                      + 2 * mel_frames * d + 2 * text_tokens * d)
     forward = n_layer * per_block + 2 * 2 * cfg.n_mels * d
     return {"forward": forward, "train": 3 * forward}
-
-
-class TextFeatureCache:
-    """Frozen-encoder features of every dataset utterance, computed once: the encoder never
-    runs in the training step. Stored flat, (sum of l, h), on the training device."""
-
-    def __init__(self, model: FlowTTS, texts: list[str], device, batch_size: int = 64):
-        features, lengths = [], []
-        for start in range(0, len(texts), batch_size):
-            ids, mask = tokenize(texts[start:start + batch_size], model.cfg.max_text_length)
-            hidden = model.encode_text(ids.to(device), mask.to(device))  # (b, l, h)
-            lengths += mask.sum(1).tolist()
-            features += [hidden[i, :k] for i, k in enumerate(mask.sum(1).tolist())]
-        self.features = torch.cat(features)  # (sum l, h)
-        self.lengths = torch.tensor(lengths, device=device)
-        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
-
-    def gather(self, rows: torch.Tensor, max_tokens: int) -> torch.Tensor:
-        """rows (b,) dataset rows -> (b, max_tokens, h), zeros past each text's end."""
-        steps = torch.arange(max_tokens, device=rows.device)
-        valid = steps[None] < self.lengths[rows][:, None]  # (b, l)
-        index = torch.where(valid, self.offsets[rows][:, None] + steps[None], 0)
-        return self.features[index] * valid[..., None]

@@ -25,9 +25,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 import checkpoint
 import config as config_lib
-from data import BatchStream, Collate, DatasetError, PreparedDataset
+from data import BatchStream, Collate, DatasetError, PreparedDataset, TextFeatureCache
 from metric import MetricLogger
-from model import FlowTTS, LossResult, TextFeatureCache, decoder_flops_per_frame
+from model import FlowTTS, LossResult, decoder_flops_per_frame
 from optim import build_optimizers, lr_at
 
 # ----------------------------------------------------------------------------- helpers
@@ -129,7 +129,7 @@ class Trainer:
         self.trained = [p for p in self.model.parameters() if p.requires_grad]
         self.ema_trained = [p for p, q in zip(self.ema.parameters(), self.model.parameters())
                             if q.requires_grad] if self.ema else []
-        self.cache = (TextFeatureCache(self.model, dataset.texts, device)
+        self.cache = (TextFeatureCache(self.model, dataset.texts)
                       if cfg.cache_text_features and self.model.text_encoder.frozen else None)
         self.accum = grad_accum_steps(cfg, world_size)
         use_bf16 = cfg.dtype == "bf16" and device.type == "cuda"

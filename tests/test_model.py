@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import config
-from data import Collate, PreparedDataset
-from model import FlowTTS, TextFeatureCache, decoder_flops_per_frame, tokenize
+from data import Collate, PreparedDataset, TextFeatureCache
+from model import FlowTTS, decoder_flops_per_frame, tokenize
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_loss_shapes_and_frozen_encoder_gets_no_grads(tiny, tiny_dataset):
 def test_cached_text_features_give_bit_identical_loss(tiny, tiny_dataset):
     model, cfg = tiny
     dataset = PreparedDataset(tiny_dataset)
-    cache = TextFeatureCache(model, dataset.texts, "cpu", batch_size=3)
+    cache = TextFeatureCache(model, dataset.texts, batch_size=3)
     for rows in ([0, 4, 7], [5, 1]):
         batch = Collate(dataset, cfg)(rows)
         on_the_fly = model(batch)
