@@ -101,7 +101,7 @@ class TrainConfig:
     eval_num_samples: int = 4  # 0: all prompts
     eval_steps: int = 32
     eval_cfg_scale: float = 2.0
-    eval_sway: float = 0.0  # Euler time grid; < 0 puts more steps near the noise end
+    eval_sway: float = -1.0  # Euler time grid; < 0 puts more steps near the noise end
     eval_whisper_model: str = "base.en"
     eval_whisper_device: str = ""
     eval_asr: str = "auto"  # auto | openai-whisper | faster-whisper | none

@@ -230,7 +230,7 @@ def load_prompts(spec: str, train_texts: list[str] | None = None, n: int = 0,
 
 # --- sampling, vocoding, scoring ---------------------------------------------------------------
 def sample_mels(model, texts, steps, cfg_scale, seed=0, batch_size=8, duration_scale=1.0,
-                n_frames=None, sway=0.0) -> list[torch.Tensor]:
+                n_frames=None, sway=-1.0) -> list[torch.Tensor]:
     """model.sample in batches -> one log-mel (n, m) per text, cut to its own length."""
     mels = []
     for start in tqdm(range(0, len(texts), batch_size), desc="sample", leave=False):
@@ -272,7 +272,7 @@ def voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=N
 
 
 def evaluate_texts(model, prompts, out_dir, steps, cfg_scale, vocoder, asr, seed=0, batch_size=8,
-                   duration_scale=1.0, n_frames=None, gt_mels=None, report=True, sway=0.0) -> dict:
+                   duration_scale=1.0, n_frames=None, gt_mels=None, report=True, sway=-1.0) -> dict:
     """Sample, vocode, transcribe and score `prompts` [(id, text)]; asr None: wavs only;
     vocoder None: the generated mels only (out_dir/mels.npz is always written, to re-score
     later with `eval_checkpoint.py --mels`). n_frames: per-prompt lengths (oracle durations);

@@ -305,7 +305,7 @@ class FlowTTS(nn.Module):
     @torch.no_grad()
     def sample(self, texts: list[str], steps: int = 32, cfg_scale: float = 2.0, seed: int = 0,
                duration_scale: float = 1.0, n_frames: list[int] | None = None,
-               sway: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               sway: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """texts -> (log-mel (b, n, m) denormalized, n_frames (b,)). Euler from t=0 (noise) to 1.
 
         cfg_scale w: v = v_null + w (v_text - v_null); w = 1 is plain conditional sampling.

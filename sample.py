@@ -19,7 +19,7 @@ import torch
 
 import audio
 import checkpoint
-from config import ConfigError, check_sway
+from config import ConfigError, TrainConfig, check_sway
 from evaluator import sample_mels
 from model import FlowTTS
 
@@ -51,7 +51,7 @@ def output_paths(out: str, count: int) -> list[str]:
 
 
 def synthesize(model: FlowTTS, vocoder, texts: list[str], steps: int, cfg_scale: float,
-               seed: int, duration_scale: float = 1.0, batch_size: int = 8, sway: float = 0.0) -> list:
+               seed: int, duration_scale: float = 1.0, batch_size: int = 8, sway: float = -1.0) -> list:
     """texts -> list of float32 waveforms, each as long as its predicted duration."""
     mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale, sway=sway)
     return [vocoder(mel.T[None])[0].numpy() for mel in mels]  # (n, m) -> (s,) = n * 256
@@ -64,9 +64,9 @@ def parse_args(argv):
     prompt.add_argument("--text")
     prompt.add_argument("--text-file", dest="text_file")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--cfg_scale", type=float, default=2.0)
-    parser.add_argument("--sway", type=float, default=0.0,
+    parser.add_argument("--steps", type=int, default=TrainConfig.eval_steps)
+    parser.add_argument("--cfg_scale", type=float, default=TrainConfig.eval_cfg_scale)
+    parser.add_argument("--sway", type=float, default=TrainConfig.eval_sway,
                         help="time grid in [-1, 1]; < 0 puts more Euler steps near the noise end")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration_scale", type=float, default=1.0)

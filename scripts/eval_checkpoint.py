@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import audio  # noqa: E402
 import evaluator  # noqa: E402
 from checkpoint import CheckpointError, model_from_checkpoint  # noqa: E402
-from config import ConfigError, check_sway  # noqa: E402
+from config import ConfigError, TrainConfig, check_sway  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
 from metric import MetricLogger  # noqa: E402
 
@@ -57,9 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vocoder", default="auto", choices=audio.VOCODERS + ("none",),
                    help="none: keep the generated mels only (DIR/mels.npz), to score elsewhere")
     p.add_argument("--bigvgan_model", default=audio.BIGVGAN_MODEL)
-    p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--cfg_scale", type=float, default=2.0)
-    p.add_argument("--sway", type=float, default=0.0,
+    p.add_argument("--steps", type=int, default=TrainConfig.eval_steps)
+    p.add_argument("--cfg_scale", type=float, default=TrainConfig.eval_cfg_scale)
+    p.add_argument("--sway", type=float, default=TrainConfig.eval_sway,
                    help="time-grid sway in [-1, 1]; < 0 puts more Euler steps near the noise end")
     p.add_argument("--weights", default="ema", choices=("ema", "raw"),
                    help="sample with the run's EMA weights (when it kept them) or the raw ones")

@@ -80,3 +80,22 @@ def test_missing_checkpoint_is_named(tmp_path):
                         str(tmp_path / "x.wav"))
     assert result.returncode != 0 and "none.pt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_sampler_entry_point_uses_the_config_defaults():
+    """sample.py, eval_checkpoint.py, model.sample and the evaluator sample with the in-loop
+    evaluation's settings unless told otherwise (sway -1: docs/RESULTS.md's sampling sweep)."""
+    import inspect
+    from conftest import load_script
+    import evaluator
+    defaults = config.TrainConfig()
+    wanted = {"steps": defaults.eval_steps, "cfg_scale": defaults.eval_cfg_scale,
+              "sway": defaults.eval_sway}
+    assert defaults.eval_sway == -1.0
+    for args in (sample.parse_args(["--ckpt", "c", "--text", "t", "--out", "o"]),
+                 load_script("eval_checkpoint").parse_args(["--ckpt", "c", "--prompts", "p", "--out", "o"])):
+        assert {key: getattr(args, key) for key in wanted} == wanted
+    for function in (FlowTTS.sample, evaluator.sample_mels, evaluator.evaluate_texts):
+        parameters = inspect.signature(function).parameters
+        assert parameters["sway"].default == defaults.eval_sway, function.__name__
+    assert inspect.signature(FlowTTS.sample).parameters["cfg_scale"].default == defaults.eval_cfg_scale
