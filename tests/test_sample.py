@@ -10,7 +10,7 @@ import checkpoint
 import config
 import sample
 from conftest import REPO
-from model import FlowTTS, tokenize
+from model import FlowTTS
 
 
 @pytest.fixture
@@ -38,8 +38,7 @@ def test_wav_length_matches_predicted_duration(tiny_ckpt, tmp_path):
     result = run_sample("--ckpt", path, "--text", text, "--out", str(out), "--steps", "2",
                         "--vocoder", "griffinlim")
     assert result.returncode == 0, result.stderr
-    ids, mask = tokenize([text], model.cfg.max_text_length)
-    frames = int(model.predict_frames(model.encode_text(ids, mask), mask)[0])
+    frames = int(model.predict_frames(*model.encode_texts([text]))[0])
     wave, rate = sf.read(out)
     assert rate == 22050 and wave.ndim == 1
     assert len(wave) == frames * 256 and 5 < frames < 1024
@@ -92,10 +91,13 @@ def test_every_sampler_entry_point_uses_the_config_defaults():
     wanted = {"steps": defaults.eval_steps, "cfg_scale": defaults.eval_cfg_scale,
               "sway": defaults.eval_sway}
     assert defaults.eval_sway == -1.0
+    eval_checkpoint = load_script("eval_checkpoint")
     for args in (sample.parse_args(["--ckpt", "c", "--text", "t", "--out", "o"]),
-                 load_script("eval_checkpoint").parse_args(["--ckpt", "c", "--prompts", "p", "--out", "o"])):
+                 eval_checkpoint.parse_args(["--ckpt", "c", "--prompts", "p", "--out", "o"])):
         assert {key: getattr(args, key) for key in wanted} == wanted
-    for function in (FlowTTS.sample, evaluator.sample_mels, evaluator.evaluate_texts):
+    for function in (FlowTTS.sample, evaluator.sample_mels, evaluator.evaluate_texts,
+                     sample.synthesize):
         parameters = inspect.signature(function).parameters
         assert parameters["sway"].default == defaults.eval_sway, function.__name__
-    assert inspect.signature(FlowTTS.sample).parameters["cfg_scale"].default == defaults.eval_cfg_scale
+    cfg_scale = inspect.signature(FlowTTS.sample).parameters["cfg_scale"]
+    assert cfg_scale.default == defaults.eval_cfg_scale
