@@ -91,16 +91,19 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), eps=1e-6)  # fused in bf16
 
 
-def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
-    """positions (b, n) float -> rotation angles (b, 1, n, head_dim / 2) (Su et al. 2021)."""
+def rope_rotation(positions: torch.Tensor, head_dim: int,
+                  theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions (b, n) float -> (cos, sin) of the rotation angles, each (b, 1, n, head_dim / 2)
+    (Su et al. 2021). Computed once per decoder forward: every block rotates by the same angles."""
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device) / head_dim)
-    return (positions.float()[..., None] * inv_freq)[:, None]
+    angles = (positions.float()[..., None] * inv_freq)[:, None]
+    return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[2i], x[2i+1]) of x (b, heads, n, head_dim) by angles."""
+def apply_rope(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate pairs (x[2i], x[2i+1]) of x (b, heads, n, head_dim) by rotation = (cos, sin)."""
+    cos, sin = rotation
     x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
-    cos, sin = angles.cos(), angles.sin()
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
 
 
@@ -114,13 +117,13 @@ class Attention(nn.Module):
         self.kv = nn.Linear(d, 2 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x, memory, key_mask, q_angles, k_angles):
+    def forward(self, x, memory, key_mask, q_rotation, k_rotation):
         """x (b, n, d), memory (b, s, d), key_mask (b, s) bool -> (b, n, d)."""
         b, n, d = x.shape
         heads = lambda y: y.view(b, y.shape[1], self.n_head, -1).transpose(1, 2)
-        q = apply_rope(heads(self.q(x)), q_angles)
+        q = apply_rope(heads(self.q(x)), q_rotation)
         k, v = self.kv(memory).chunk(2, dim=-1)
-        k, v = apply_rope(heads(k), k_angles), heads(v)
+        k, v = apply_rope(heads(k), k_rotation), heads(v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
@@ -152,11 +155,11 @@ class DecoderBlock(nn.Module):
         self.mlp = SwiGLU(d)
         self.modulation_offset = nn.Parameter(torch.zeros(6, d))
 
-    def forward(self, x, t_mod, text, text_mask, mel_mask, mel_angles, text_angles):
+    def forward(self, x, t_mod, text, text_mask, mel_mask, mel_rotation, text_rotation):
         shift1, scale1, gate1, shift2, scale2, gate2 = (t_mod + self.modulation_offset).unbind(1)
         h = self.self_norm(x) * (1 + scale1[:, None]) + shift1[:, None]
-        x = x + gate1[:, None] * self.self_attn(h, h, mel_mask, mel_angles, mel_angles)
-        x = x + self.cross_attn(self.cross_norm(x), text, text_mask, mel_angles, text_angles)
+        x = x + gate1[:, None] * self.self_attn(h, h, mel_mask, mel_rotation, mel_rotation)
+        x = x + self.cross_attn(self.cross_norm(x), text, text_mask, mel_rotation, text_rotation)
         h = self.mlp_norm(x) * (1 + scale2[:, None]) + shift2[:, None]
         return x + gate2[:, None] * self.mlp(h)
 
@@ -189,23 +192,28 @@ class MelDecoder(nn.Module):
         self.norm = RMSNorm(d)
         self.out_proj = nn.Linear(d, cfg.n_mels)
 
-    def forward(self, x_t, t, text, text_mask, mel_mask):
+    def forward(self, x_t, t, text, text_mask, mel_mask, rotations=None):
         """x_t (b, n, m), t (b,), text (b, l, d), masks (b, l) / (b, n) bool -> (b, n, m)."""
         t_emb = self.t_mlp(timestep_embedding(t, self.d).to(x_t.dtype))  # (b, d)
         t_mod = self.t_modulation(t_emb).view(-1, 6, self.d) + self.gate_offset.to(t_emb.dtype)
-        # RoPE positions: mel frames count 0..n-1; text tokens are spread over the same span
-        # (token j of l sits at j * n_frames / l), so zero relative rotation marks the diagonal
-        # of a monotonic alignment and cross-attention starts with a useful prior.
-        n_frames = mel_mask.sum(1, keepdim=True).float()  # (b, 1)
-        n_tokens = text_mask.sum(1, keepdim=True).float().clamp(min=1)
-        mel_pos = torch.arange(x_t.shape[1], device=x_t.device)[None].float()
-        text_pos = torch.arange(text.shape[1], device=x_t.device)[None] * n_frames / n_tokens
-        mel_angles = rope_angles(mel_pos, self.head_dim, self.rope_theta)
-        text_angles = rope_angles(text_pos, self.head_dim, self.rope_theta)
+        mel_rotation, text_rotation = rotations or self.rotations(text_mask, mel_mask)
         h = self.in_proj(x_t) + t_emb[:, None]
         for block in self.blocks:
-            h = block(h, t_mod, text, text_mask, mel_mask, mel_angles, text_angles)
+            h = block(h, t_mod, text, text_mask, mel_mask, mel_rotation, text_rotation)
         return self.out_proj(self.norm(h))
+
+    def rotations(self, text_mask, mel_mask):
+        """RoPE (cos, sin) for mel frames 0..n-1 and for text tokens spread over the same span
+        (token j of l at j * n_frames / l): zero relative rotation marks a monotonic alignment's
+        diagonal, a prior for cross-attention. The sampler passes them to forward, computed once
+        for all its steps: a compiled decoder would recompute them in every block's kernels."""
+        n_frames = mel_mask.sum(1, keepdim=True).float()  # (b, 1)
+        n_tokens = text_mask.sum(1, keepdim=True).float().clamp(min=1)
+        positions = lambda n: torch.arange(n, device=mel_mask.device)[None].float()  # (1, n)
+        mel_pos, text_pos = positions(mel_mask.shape[1]), positions(text_mask.shape[1])
+        text_pos = text_pos * n_frames / n_tokens
+        return (rope_rotation(mel_pos, self.head_dim, self.rope_theta),
+                rope_rotation(text_pos, self.head_dim, self.rope_theta))
 
 
 class DurationPredictor(nn.Module):
@@ -245,20 +253,17 @@ class FlowTTS(nn.Module):
         self.register_buffer("null_ids", null_ids, persistent=False)
         self.register_buffer("null_mask", null_mask, persistent=False)
 
-    def encode_text(self, ids, mask):
-        return self.text_encoder(ids, mask)  # (b, l, h)
-
     def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """texts -> text_hidden (b, l, h), mask (b, l), on the model's device."""
         ids, mask = tokenize(texts, self.cfg.max_text_length)
         ids, mask = ids.to(self.null_ids.device), mask.to(self.null_ids.device)
-        return self.encode_text(ids, mask), mask
+        return self.text_encoder(ids, mask), mask
 
     def forward(self, batch) -> LossResult:
         """Masked flow-matching + duration loss for a data.Batch (randomness comes in it)."""
         cfg = self.cfg
         text_hidden = batch.text_hidden if batch.text_hidden is not None else \
-            self.encode_text(batch.text_ids, batch.text_mask)
+            self.text_encoder(batch.text_ids, batch.text_mask)
         log_duration = self.duration(text_hidden, batch.text_mask)
         true_seconds = batch.mel_mask.sum(1).float() / audio.FRAMES_PER_SECOND
         duration_loss = F.mse_loss(log_duration, true_seconds.log())
@@ -291,10 +296,10 @@ class FlowTTS(nn.Module):
         """The empty text's encoder features (1, l, h). A frozen encoder's are computed once
         per device; running ByT5 on them every step cost a whole encoder forward."""
         if not self.text_encoder.frozen:
-            return self.encode_text(self.null_ids, self.null_mask)  # trained: changes each step
+            return self.text_encoder(self.null_ids, self.null_mask)  # trained: changes each step
         cached = getattr(self, "_null_cache", None)
         if cached is None or cached.device != self.null_ids.device:
-            self._null_cache = cached = self.encode_text(self.null_ids, self.null_mask)
+            self._null_cache = cached = self.text_encoder(self.null_ids, self.null_mask)
         return cached
 
     @torch.no_grad()
@@ -326,7 +331,7 @@ class FlowTTS(nn.Module):
         x = x.to(device)
         text = self.text_proj(text_hidden)
         if cfg_scale != 1.0:  # null rows after the conditional ones
-            null_text, null_mask = self._drop_text(text_hidden, mask, torch.ones(b, dtype=torch.bool, device=device))
+            null_text, null_mask = self._drop_text(text_hidden, mask, mask.new_ones(b))
             text, mask = torch.cat([text, self.text_proj(null_text)]), torch.cat([mask, null_mask])
         grid = torch.linspace(0, 1, steps + 1, device=device)
         grid = grid + sway * (torch.cos(math.pi / 2 * grid) - 1 + grid)
@@ -340,11 +345,12 @@ class FlowTTS(nn.Module):
         """Euler steps along `grid`; CFG rows batched with the conditional ones in one forward."""
         guided = cfg_scale != 1.0
         mel_mask = torch.cat([mel_mask, mel_mask]) if guided else mel_mask
+        rotations = self.decoder.rotations(mask, mel_mask)  # the same at every step
         for i in range(len(grid) - 1):
             torch.compiler.cudagraph_mark_step_begin()  # each step's output is used up at once
             t = grid[i].expand(mel_mask.shape[0])
             velocity = self.decoder(torch.cat([x, x]) if guided else x, t, text, mask,
-                                    mel_mask).float()
+                                    mel_mask, rotations).float()
             if guided:
                 v_text, v_null = velocity.chunk(2)
                 velocity = v_null + cfg_scale * (v_text - v_null)
@@ -353,11 +359,9 @@ class FlowTTS(nn.Module):
 
     def compile_decoder(self, sampling: bool = False) -> None:
         """torch.compile with dynamic shapes: one graph serves every length. Training compiles
-        each block on its own: the blocks are identical, so all share one graph, and compiling
-        takes about a fifth of the time a whole-decoder graph (every block unrolled) takes.
-        Sampling compiles the whole decoder and replays CUDA graphs ('reduce-overhead', one per
-        padded length): at batch 1 launching a step's hundreds of small kernels takes longer
-        than running them."""
+        each block on its own: the blocks share one graph, compiled in a fifth of the time of a
+        whole-decoder graph. Sampling compiles the whole decoder and replays CUDA graphs (one
+        per padded length): at batch 1 launching a step's kernels takes longer than running them."""
         if sampling:
             self.decoder.compile(dynamic=True, mode="reduce-overhead")
         else:

@@ -2,6 +2,7 @@
 
     python scripts/bench.py --config configs/ljspeech.yaml --out docs/bench/DATE_DEVICE.jsonl
     python scripts/bench.py --mode train --variants eager,compile --steps 30
+    python scripts/bench.py --mode attention --out X.jsonl   # the attention kernels alone (GPU)
 
 Training goes through train.Trainer.step (collation from a memmap, the feature cache,
 forward/backward, clipping, the optimizer) on a synthetic prepared dataset whose lengths
@@ -9,7 +10,7 @@ follow LJSpeech (from its real texts at ~15.2 characters per second: 1-10 s, mea
 with random weights and random mels. Records: useful (non-pad) frames/s, padding, step ms,
 model TFLOP/s and MFU (FLOPs from model.decoder_flops_per_frame), peak memory. Sampling:
 real-time factor (generation seconds / audio seconds) for Euler + CFG at batch 1 and 32,
-mel only and mel + vocoder.
+mel only and mel + vocoder. `--profile N` adds where the GPU time goes, by kind of kernel.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,15 +96,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_train(cfg, dataset: PreparedDataset, device, warmup: int, steps: int,
+def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps: int,
                 peak_tflops: float, profile_steps: int = 0) -> dict:
-    """Time `steps` optimizer steps after `warmup` (compilation happens there)."""
+    """Time `steps` optimizer steps after `warmup` (default: one epoch). The warm-up compiles,
+    and it meets the epoch's (frames, text length) shapes, each of which costs its first time
+    an attention kernel plan; a long run pays that once, so timing it would not be the
+    steady state."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer = Trainer(cfg, dataset, 1, device)
     trainer.wrap()
     rows = list(range(len(dataset)))
     batches = BatchStream(dataset, rows, cfg).iterate(0, 0)
+    if warmup is None:
+        warmup = -(-len(rows) // (cfg.batch_size * trainer.accum))
     t_compile = time.time()
     for step in tqdm(range(warmup), desc=f"warm-up (compile={cfg.compile})", mininterval=5):
         trainer.step(batches, lr_at(step, cfg))
@@ -150,8 +157,27 @@ def profile(run_once, times: int, device, label: str) -> None:
             sort_by=sort, row_limit=15, max_name_column_width=60), flush=True)
     kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
                and not e.is_user_annotation]  # an annotation spans kernels counted already
-    busy = sum(e.self_device_time_total for e in kernels) / wall_us
-    print(f"profile {label}: {wall_us / times / 1e3:.1f} ms per call, GPU busy {busy:.0%}")
+    by_category = {}
+    for e in kernels:
+        category = kernel_category(e.key)
+        by_category[category] = by_category.get(category, 0) + e.self_device_time_total
+    busy = sum(by_category.values()) / wall_us
+    print(f"profile {label}: {wall_us / times / 1e3:.1f} ms per call, GPU busy {busy:.0%}; "
+          "kernel ms per call: " + ", ".join(f"{k} {v / times / 1e3:.1f}" for k, v in
+                                             sorted(by_category.items(), key=lambda kv: -kv[1])))
+
+
+def kernel_category(name: str) -> str:
+    """Which kind of work a GPU kernel does, from its name (cuBLAS, cuDNN and Triton names).
+    Triton kernels are all elementwise here, even those named after the attention call whose
+    inputs they lay out."""
+    name = name.lower()
+    if name.startswith("triton"):
+        return "fused elementwise"
+    if any(key in name for key in ("sdpa", "fmha", "flash", "attention")):
+        return "attention"
+    return "matmul/conv" if any(key in name for key in ("gemm", "nvjet", "xmma", "cutlass",
+                                                         "conv")) else "other"
 
 
 def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: float,
@@ -179,19 +205,114 @@ def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: flo
             "rtf": round(rtf, 5), "x_real_time": round(1 / rtf, 1)}
 
 
+def bench_attention(cfg, device, batch: int, frames: int, text_tokens: int, seed: int) -> list:
+    """The decoder's two attention products alone, at its head shapes, forward and
+    forward + backward, for each kernel that could serve them: masked SDPA as model.Attention
+    calls it (PyTorch picks the backend), each masked backend forced, FlexAttention with a
+    padding block mask and packed variable-length attention (both exact), and flash with no
+    mask (not exact: padded keys take part; what a mask-free layout could reach). Frames per
+    row are 94-100% of `frames` (a length bucket), text tokens 50-100% of `text_tokens`.
+    Errors: outputs and query gradients on the valid rows against masked SDPA."""
+    heads, head_dim = cfg.decoder_n_head, cfg.decoder_d_model // cfg.decoder_n_head
+    gen = torch.Generator().manual_seed(seed)
+    mel_len = torch.randint(int(frames * 0.94), frames + 1, (batch,), generator=gen).to(device)
+    text_len = torch.randint(text_tokens // 2, text_tokens + 1, (batch,), generator=gen).to(device)
+    records = []
+    for kind, keys, key_len in (("self", frames, mel_len), ("cross", text_tokens, text_len)):
+        leaf = lambda n: torch.randn(batch, heads, n, head_dim, device=device,
+                                     dtype=torch.bfloat16, requires_grad=True)
+        q, k, v = leaf(frames), leaf(keys), leaf(keys)  # (b, heads, n or s, head_dim)
+        grad = torch.randn_like(q)
+        query_mask = torch.arange(frames, device=device) < mel_len[:, None]  # (b, n)
+        key_mask = torch.arange(keys, device=device) < key_len[:, None]  # (b, s)
+        reference = None
+        for name, attend in attention_kernels(q, k, v, query_mask, key_mask).items():
+            def forward_backward():
+                q.grad = k.grad = v.grad = None
+                attend().backward(grad)
+            forward_backward()
+            valid = (attend().transpose(1, 2)[query_mask].float(),
+                     q.grad.transpose(1, 2)[query_mask].float())  # (rows, heads, head_dim)
+            reference = reference or valid
+            error = lambda i: ((valid[i] - reference[i]).norm() / reference[i].norm()).item()
+            records.append({"mode": "attention", "kind": kind, "variant": name, "batch": batch,
+                            "frames": frames, "keys": keys, "heads": heads, "head_dim": head_dim,
+                            "fwd_ms": round(cuda_ms(attend), 3),
+                            "fwd_bwd_ms": round(cuda_ms(forward_backward), 3),
+                            "out_rel_err": float(f"{error(0):.2e}"),
+                            "q_grad_rel_err": float(f"{error(1):.2e}")})
+    return records
+
+
+def attention_kernels(q, k, v, query_mask, key_mask) -> dict:
+    """name -> a function computing attention (b, heads, n, head_dim) of q over k, v."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.varlen import varlen_attn
+    b, heads, n, head_dim = q.shape
+    s = k.shape[2]
+    sdpa = lambda mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    masked = lambda: sdpa(key_mask[:, None, None])
+
+    def forced(backend, attend):
+        def run():
+            with sdpa_kernel([backend]):
+                return attend()
+        return run
+
+    key_len = key_mask.sum(1)
+    block_mask = create_block_mask(lambda bi, hi, qi, ki: ki < key_len[bi], b, None, n, s,
+                                   device=q.device)
+    flex = torch.compile(flex_attention)
+    query_rows, key_rows = query_mask.flatten().nonzero()[:, 0], key_mask.flatten().nonzero()[:, 0]
+    starts = lambda mask: F.pad(mask.sum(1).cumsum(0), (1, 0)).int()  # (b + 1,)
+    rows = lambda x, index: x.transpose(1, 2).reshape(-1, heads, head_dim)[index]
+
+    def packed():  # padded rows out -> packed rows in, attention, and back
+        out = varlen_attn(rows(q, query_rows), rows(k, key_rows), rows(v, key_rows),
+                          starts(query_mask), starts(key_mask), n, s)  # (rows, heads, head_dim)
+        full = out.new_zeros(b * n, heads, head_dim).index_copy(0, query_rows, out)
+        return full.view(b, n, heads, head_dim).transpose(1, 2)
+
+    return {"sdpa_masked": masked,
+            "sdpa_masked_cudnn": forced(SDPBackend.CUDNN_ATTENTION, masked),
+            "sdpa_masked_efficient": forced(SDPBackend.EFFICIENT_ATTENTION, masked),
+            "flex_block_mask": lambda: flex(q, k, v, block_mask=block_mask),
+            "varlen_packed": packed,
+            "flash_no_mask_inexact": forced(SDPBackend.FLASH_ATTENTION, lambda: sdpa(None))}
+
+
+def cuda_ms(run, repeats: int = 30) -> float:
+    """Median GPU milliseconds of run(), timed with CUDA events after 3 warm-up calls."""
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(np.median(times))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/ljspeech.yaml")
     parser.add_argument("--out", required=True, help="JSONL file to append records to")
-    parser.add_argument("--mode", choices=("train", "sample", "all"), default="all")
+    parser.add_argument("--mode", choices=("train", "sample", "all", "attention"), default="all",
+                        help="all: train and sample; attention: its kernels alone (GPU)")
     parser.add_argument("--variants", default="eager,compile")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="training steps before timing (default: one epoch)")
     parser.add_argument("--utterances", type=int, default=2048)
     parser.add_argument("--texts", default=os.path.join(REPO, "..", "shared", "data",
                                                          "ljspeech_text", "metadata.csv"))
     parser.add_argument("--profile", type=int, default=0,
-                        help="profile this many training steps of each variant and batch-1 samplings")
+                        help="profile this many training steps of each variant, and this many "
+                             "samplings (with the vocoder) of each batch and NFE")
     parser.add_argument("--sample_steps", default="16,32,50")
     parser.add_argument("--sample_batches", default="1,32")
     parser.add_argument("--vocoder", default="hifigan")
@@ -211,6 +332,9 @@ def main() -> None:
         with open(args.out, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    if args.mode == "attention":
+        for record in bench_attention(base, device, 32, 576, 128, base.seed):
+            emit(record)
     with tempfile.TemporaryDirectory() as root:
         if args.mode in ("train", "all"):
             texts = ljspeech_texts(args.texts, args.utterances, base.seed)
@@ -238,10 +362,11 @@ def main() -> None:
                 for batch in map(int, args.sample_batches.split(",")):
                     for steps in map(int, args.sample_steps.split(",")):
                         for voc in (None, vocoder):
-                            emit({"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32",
+                            profile_calls = args.profile if voc is not None else 0
+                            emit({"compile": cfg.compile,
+                                  "decoder_weights": "bf16" if cast else "fp32",
                                   **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
-                                                 args.profile if voc is not None and batch == 1
-                                                 else 0)})
+                                                 profile_calls)})
 
 
 if __name__ == "__main__":

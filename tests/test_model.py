@@ -43,10 +43,10 @@ def test_cached_text_features_give_bit_identical_loss(tiny, tiny_dataset):
 def test_text_dropout_uses_the_null_condition(tiny, tiny_dataset):
     model, cfg = tiny
     batch = Collate(PreparedDataset(tiny_dataset), cfg)([0, 1])
-    hidden = model.encode_text(batch.text_ids, batch.text_mask)
+    hidden = model.text_encoder(batch.text_ids, batch.text_mask)
     text, mask = model._drop_text(hidden, batch.text_mask, torch.tensor([True, False]))
     assert mask[0].sum() == 1 and torch.equal(mask[1], batch.text_mask[1])
-    null = model.encode_text(*tokenize([""], cfg.max_text_length))
+    null = model.text_encoder(*tokenize([""], cfg.max_text_length))
     assert torch.equal(text[0, 0], null[0, 0]) and torch.equal(text[1], hidden[1])
 
 

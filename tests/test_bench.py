@@ -1,0 +1,40 @@
+"""scripts/bench.py on CPU: the training benchmark warms up over one epoch before it times,
+and its profile sorts GPU kernels by the work they do."""
+import torch
+
+import config as config_lib
+from conftest import load_script
+from data import PreparedDataset
+
+
+def test_training_bench_warms_up_one_epoch_of_optimizer_steps(tiny_overrides, tmp_path,
+                                                              monkeypatch):
+    bench = load_script("bench")
+    texts = bench.ljspeech_texts(None, 48, seed=0)  # made-up texts, LJSpeech-like lengths
+    dataset = PreparedDataset(bench.synthetic_dataset(str(tmp_path), texts, seed=0))
+    cfg = config_lib.load_config(None, {**tiny_overrides, "batch_size": 4,
+                                        "effective_batch_size": 8, "mel_mean": -5.5,
+                                        "mel_std": 2.0})
+    learning_rates = []
+    step = bench.Trainer.step
+
+    def counted_step(self, batches, lr):
+        learning_rates.append(lr)
+        return step(self, batches, lr)
+
+    monkeypatch.setattr(bench.Trainer, "step", counted_step)
+    record = bench.bench_train(cfg, dataset, torch.device("cpu"), None, 3, 790.0)
+    # 48 utterances at 8 per optimizer step (4 x 2 accumulated): 6 warm-up steps, then 3 timed.
+    assert len(learning_rates) == 6 + 3
+    assert record["utterances_per_step"] == 8
+    assert 0 <= record["padding_fraction"] < 0.5 and record["useful_frames_per_s"] > 0
+
+
+def test_profile_sorts_kernels_by_the_work_they_do():
+    category = load_script("bench").kernel_category
+    assert category("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16") == "attention"
+    assert category("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT") == "matmul/conv"
+    assert category("sm80_xmma_gemm_f32f32_f32f32_f32_tn_n_tilesize128x64x8") == "matmul/conv"
+    assert category("triton_poi_fused__scaled_dot_product_cudnn_attention__to_copy_3") == \
+        "fused elementwise"
+    assert category("void at::native::vectorized_elementwise_kernel<4>") == "other"
