@@ -98,8 +98,9 @@ def _load_faster_whisper(model: str, device: str) -> ASR:
     elif model == "base":  # offline, only the multilingual base is shipped
         path, used = _whisper_base_dir(), "base"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        whisper = WhisperModel(path, device=device, cpu_threads=os.cpu_count() or 1,
+    try:  # one CPU thread: int8 sums split over more threads round differently, and that
+        # flipped a word of the CPU demo's floor ("poet"/"toilet") between 1 and 2 threads
+        whisper = WhisperModel(path, device=device, cpu_threads=1,
                                compute_type="int8" if device == "cpu" else "float16")
     except Exception as exc:
         raise ASRError(f"faster-whisper: cannot load {model!r} ({str(exc)[:200]})") from None
