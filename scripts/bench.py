@@ -333,6 +333,8 @@ def main() -> None:
             f.write(json.dumps(record) + "\n")
 
     if args.mode == "attention":
+        if device.type != "cuda":
+            parser.error("--mode attention times CUDA kernels: it needs a GPU")
         for record in bench_attention(base, device, 32, 576, 128, base.seed):
             emit(record)
     with tempfile.TemporaryDirectory() as root:
