@@ -2,10 +2,12 @@
 
     python sample.py --ckpt RUN/latest.pt --text "Hello there." --out hello.wav
     python sample.py --ckpt RUN/latest.pt --text-file prompts.txt --out out/prompt.wav
+    python sample.py --ckpt RUN/latest.pt --text "Hello there." --out hello.wav --seconds 2.5
 
-The model predicts the duration, integrates the flow with Euler steps and classifier-free
-guidance, and the vocoder (BigVGAN when its weights load, else HiFi-GAN, else Griffin-Lim)
-turns the log-mel into audio. With --text-file, one prompt per line; outputs are numbered
+The model predicts the duration (or --seconds fixes it, as in the seed), integrates the flow
+with Euler steps and classifier-free guidance, and the vocoder (BigVGAN when its weights load,
+else HiFi-GAN, else Griffin-Lim; --vocoder_model picks the BigVGAN weights) turns the log-mel
+into audio. With --text-file, one prompt per line; outputs are numbered
 (`prompt_000.wav`, `prompt_001.wav`, ...).
 """
 from __future__ import annotations
@@ -51,9 +53,12 @@ def output_paths(out: str, count: int) -> list[str]:
 
 
 def synthesize(model: FlowTTS, vocoder, texts: list[str], steps: int, cfg_scale: float,
-               seed: int, duration_scale: float = 1.0, batch_size: int = 8, sway: float = -1.0) -> list:
-    """texts -> list of float32 waveforms, each as long as its predicted duration."""
-    mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale, sway=sway)
+               seed: int, duration_scale: float = 1.0, batch_size: int = 8, sway: float = -1.0,
+               n_frames: list[int] | None = None) -> list:
+    """texts -> list of float32 waveforms, each as long as its predicted duration (or as
+    n_frames says, one length per text)."""
+    mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale,
+                       n_frames, sway)
     return [vocoder(mel.T[None])[0].numpy() for mel in mels]  # (n, m) -> (s,) = n * 256
 
 
@@ -70,7 +75,12 @@ def parse_args(argv):
                         help="time grid in [-1, 1]; < 0 puts more Euler steps near the noise end")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration_scale", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=0.0,
+                        help="a fixed duration instead of the predicted one (0: predicted)")
     parser.add_argument("--vocoder", default="auto")
+    parser.add_argument("--vocoder_model",
+                        help=f"BigVGAN weights: a hub name or a local directory (default "
+                             f"{audio.BIGVGAN_MODEL}); naming them makes --vocoder auto BigVGAN")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true",
                         help="GPU: compile the decoder with CUDA graphs (about a minute once; "
@@ -99,6 +109,14 @@ def check_args(args) -> None:
     check_sway(args.sway, "--sway")
     if args.duration_scale <= 0:
         raise PromptError(f"--duration_scale must be > 0, got {args.duration_scale}")
+    if args.seconds < 0:
+        raise PromptError(f"--seconds must be > 0 (0: the predicted duration), got {args.seconds}")
+    if args.seconds and args.duration_scale != 1.0:
+        raise PromptError("--seconds fixes the duration; --duration_scale scales the predicted "
+                          "one: give one of them")
+    if args.vocoder_model and args.vocoder not in ("auto", "bigvgan"):
+        raise PromptError(f"--vocoder_model names BigVGAN weights; --vocoder {args.vocoder} "
+                          f"does not use them")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -108,14 +126,28 @@ def check_args(args) -> None:
         raise PromptError(f"--out {args.out}: directory {out_dir} is not writable")
 
 
+def fixed_frames(seconds: float, block_size: int) -> int:
+    """--seconds as mel frames (at least one); more than the model's block_size is refused."""
+    frames = max(1, round(seconds * audio.FRAMES_PER_SECOND))
+    if frames > block_size:
+        raise PromptError(f"--seconds {seconds:g} is {frames} mel frames; this model makes at most "
+                          f"{block_size} (block_size, {block_size / audio.FRAMES_PER_SECOND:.1f} s)")
+    return frames
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     check_args(args)
     model = checkpoint.model_from_checkpoint(args.ckpt, args.device, compile=args.compile)
     texts = read_prompts(args, model.cfg.max_text_length)
-    vocoder = audio.load_vocoder(args.vocoder, args.device)
+    n_frames = None
+    if args.seconds:
+        n_frames = [fixed_frames(args.seconds, model.cfg.block_size)] * len(texts)
+    vocoder_name = "bigvgan" if args.vocoder_model and args.vocoder == "auto" else args.vocoder
+    vocoder = audio.load_vocoder(vocoder_name, args.device,
+                                 args.vocoder_model or audio.BIGVGAN_MODEL)
     waves = synthesize(model, vocoder, texts, args.steps, args.cfg_scale, args.seed,
-                       args.duration_scale, sway=args.sway)
+                       args.duration_scale, sway=args.sway, n_frames=n_frames)
     for path, wave, text in zip(output_paths(args.out, len(texts)), waves, texts):
         audio.write_wav(path, wave)
         print(f"{path}: {len(wave) / audio.SAMPLE_RATE:.2f} s  {text[:60]!r}")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import audio
-from conftest import LJ_MINI
+from conftest import BIGVGAN_NAME, LJ_MINI, TINY_BIGVGAN
 
 
 def test_log_mel_matches_bigvgan_on_real_speech():
@@ -40,3 +40,23 @@ def test_load_wav_resamples_and_downmixes(tmp_path):
 def test_normalize_round_trip():
     x = torch.randn(2, 10, 80) * 2 - 5
     assert torch.allclose(audio.denormalize(audio.normalize(x, -5.5, 2.1), -5.5, 2.1), x, atol=1e-6)
+
+
+def test_auto_vocoder_takes_bigvgan_from_the_hub_cache(offline_hub, tmp_path, monkeypatch, capsys):
+    from bigvgan.bigvgan import BigVGAN
+    from bigvgan.env import AttrDict
+    vocoder = audio.load_vocoder("auto")
+    assert vocoder.name == f"bigvgan:{BIGVGAN_NAME}"
+    assert capsys.readouterr().out.splitlines()[-1] == f"vocoder: bigvgan:{BIGVGAN_NAME}"
+    torch.manual_seed(0)  # the stand-in's weights, as the cache holds them
+    reference = BigVGAN(AttrDict(TINY_BIGVGAN))
+    reference.remove_weight_norm()
+    mel = torch.randn(1, 80, 12) - 5  # (b, m, n)
+    with torch.no_grad():
+        assert torch.allclose(vocoder(mel), reference.eval()(mel)[:, 0].clamp(-1, 1), atol=1e-6)
+    # An empty cache with the hub off: auto says why it passed BigVGAN over and falls back.
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(audio, "_VOCODERS", {})
+    assert audio.load_vocoder("auto").name != vocoder.name
+    assert "not in the local cache and the hub is unreachable" in capsys.readouterr().out

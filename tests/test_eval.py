@@ -47,10 +47,14 @@ def eval_run(tiny_model, tiny_asr, tmp_path_factory):
 # --- vocoders ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["hifigan", "hifigan-universal", "griffinlim", "bigvgan"])
-def test_vocoder_output_is_frames_times_hop(name):
+def test_vocoder_output_is_frames_times_hop(name, request):
+    if name == "bigvgan":  # the real loading code, on a small random stand-in in the hub cache
+        request.getfixturevalue("offline_hub")
     try:
         vocoder = audio.load_vocoder(name)
     except audio.VocoderError as exc:
+        if name == "bigvgan":
+            raise
         pytest.skip(f"{name} cannot be loaded here: {exc}")
     wav = audio.load_wav(os.path.join(LJ_MINI, "wavs", "LJ001-0002.wav"))
     mel = audio.log_mel(torch.from_numpy(wav))[:, :75]  # (m, n)
