@@ -5,9 +5,10 @@ import sys
 import pytest
 import torch
 
+import checkpoint
 import optim
 import train
-from conftest import REPO, as_argv
+from conftest import BYT5_NAME, REPO, as_argv
 from metric import read_metrics
 
 
@@ -37,6 +38,15 @@ def test_resume_continues_with_the_same_losses(tiny_overrides, tmp_path):
     assert sorted(b) == list(range(1, 13))
     for step in range(6, 13):
         assert abs(a[step] - b[step]) < 1e-6, (step, a[step], b[step])
+
+
+def test_trains_on_google_byt5_small_from_the_hub_cache(tiny_overrides, offline_hub):
+    overrides = {k: v for k, v in tiny_overrides.items() if k != "text_encoder_name"}
+    train.main(as_argv({**overrides, "max_steps": 3, "decoder_d_model": 32}))
+    state = checkpoint.load(os.path.join(overrides["out_dir"], "latest.pt"))
+    assert state["step"] == 3 and state["config"]["text_encoder_name"] == BYT5_NAME
+    assert state["model"]["text_proj.weight"].shape == (32, 64)  # from the tiny stand-in's 64
+    assert not any(k.startswith("text_encoder.t5.") for k in state["model"])  # frozen: not saved
 
 
 def test_stop_file_saves_and_exits_cleanly(tiny_overrides):
