@@ -91,7 +91,7 @@ class TrainConfig:
     log_interval: int = 10
     val_interval: int = 1000  # held-out flow loss
     save_interval: int = 1000
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # latest.pt + the newest step_<N>.pt up to this many; 0: keep all
     wandb_project: str = ""  # empty: no W&B; otherwise offline unless WANDB_MODE says so
 
     # In-loop evaluation: sample, vocode, transcribe, WER (rank 0).
@@ -122,14 +122,14 @@ FIXED = {"n_mels": 80, "sample_rate": 22050, "n_fft": 1024, "hop_length": 256,
          "text_encoder_trainable": False, "text_embedding_trainable": False}
 POSITIVE = ("block_size", "max_text_length", "batch_size", "grad_accum_steps", "max_steps",
             "decoder_d_model", "decoder_n_layer", "decoder_n_head", "log_interval",
-            "save_interval", "val_interval", "eval_steps", "keep_checkpoints", "max_bad_steps",
+            "save_interval", "val_interval", "eval_steps", "max_bad_steps",
             "bucket_batches", "prefetch_factor")
 NON_NEGATIVE = ("overfit_first_n_samples", "num_workers", "silence_prob", "max_silence_sec",
                 "text_condition_dropout", "decoder_dropout", "lambda_duration",
                 "effective_batch_size", "lr", "min_lr", "weight_decay", "warmup_steps",
                 "lr_schedule_steps", "max_epochs", "max_train_seconds", "grad_clip",
                 "ema_decay", "eval_interval", "eval_num_samples", "eval_cfg_scale",
-                "diffusion_train_steps")
+                "diffusion_train_steps", "keep_checkpoints")
 
 
 def _field_types() -> dict[str, type]:
