@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import signal
 import subprocess
@@ -56,6 +57,17 @@ def grad_accum_steps(cfg, world_size: int) -> int:
             f"effective_batch_size {cfg.effective_batch_size} is not a multiple of batch_size "
             f"{cfg.batch_size} x {world_size} GPU(s)")
     return steps
+
+
+def resolve_run_length(cfg, batches_per_epoch: int, accum: int):
+    """cfg with max_steps the run's real length, min(max_steps, max_epochs x optimizer steps per
+    epoch), and lr_schedule_steps that length unless set (runs bounded by time set it: their
+    length is not known ahead). Every epoch has as many batches (data.global_batches)."""
+    steps = cfg.max_steps
+    if cfg.max_epochs:
+        steps = min(steps, math.ceil(cfg.max_epochs * batches_per_epoch / accum))
+    return config_lib.apply(cfg, {"max_steps": steps,
+                                  "lr_schedule_steps": cfg.lr_schedule_steps or steps}, "run length")
 
 
 def describe_run(cfg, device, world_size: int, model: FlowTTS) -> dict:
@@ -276,6 +288,8 @@ def main(argv: list[str]) -> None:
     if not train_rows:
         raise DatasetError(f"{cfg.data_dir}: no training utterances fit block_size "
                            f"{cfg.block_size} and max_text_length {cfg.max_text_length}")
+    stream = BatchStream(dataset, train_rows, cfg, rank, world_size)
+    cfg = resolve_run_length(cfg, len(stream.epoch_batches(0)), grad_accum_steps(cfg, world_size))
     if master:
         checkpoint.make_run_dir(cfg.out_dir)
 
@@ -294,7 +308,8 @@ def main(argv: list[str]) -> None:
         metrics.log(step, {"run": info, "train_utterances": len(train_rows)})
         log(f"run: {info}")
         log(f"data: {len(train_rows)} train / {len(val_rows)} val utterances, "
-            f"{trainer.accum} micro-batch(es) of {cfg.batch_size} per step on {world_size} rank(s)")
+            f"{trainer.accum} micro-batch(es) of {cfg.batch_size} per step on {world_size} rank(s); "
+            f"{cfg.max_steps} steps, lr schedule over {cfg.lr_schedule_steps}")
     evaluator = None
     if master and cfg.eval_interval:
         import evaluator as evaluator_lib
@@ -302,7 +317,6 @@ def main(argv: list[str]) -> None:
             cfg, cfg.out_dir, [dataset.texts[r] for r in train_rows],
             [dataset.texts[r] for r in val_rows],
             {dataset.texts[r]: int(dataset.n_frames[r]) for r in val_rows + train_rows})
-    stream = BatchStream(dataset, train_rows, cfg, rank, world_size)
     batches = stream.iterate(epoch, position)
     val_batches = [Collate(dataset, cfg)(rows) for rows in
                    BatchStream(dataset, val_rows, cfg).epoch_batches(0)[:4]] if val_rows else []
@@ -315,8 +329,8 @@ def main(argv: list[str]) -> None:
     loss_sum, frames_since_log = torch.zeros((), device=device), torch.zeros((), device=device)
     finite_since_log = []
     while True:
-        if step >= cfg.max_steps or (cfg.max_epochs and epoch >= cfg.max_epochs):
-            break  # the same step on every rank: each rank has as many batches per epoch
+        if step >= cfg.max_steps:  # max_epochs included (resolve_run_length): every rank stops
+            break
         out_of_time = cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds
         if should_stop(stop() or out_of_time, world_size, device):
             break
