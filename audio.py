@@ -51,15 +51,22 @@ def load_wav(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
-def write_wav(path: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write 16-bit PCM; written to a temp file and renamed so a reader never sees half a wav."""
+def write_wav(path: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
+              what: str = "") -> None:
+    """Write 16-bit PCM; written to a temp file and renamed so a reader never sees half a wav.
+    NaN or inf samples are an AudioError naming `what` (the prompt; default the path): as PCM
+    they would be a file of noise or silence that looks like a result."""
+    audio = np.asarray(audio, dtype=np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(audio)))
+    if bad:
+        raise AudioError(f"{what or path}: {bad} of {audio.size} generated samples are not "
+                         f"finite (NaN or inf); {path} not written")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".wav", dir=directory)
     os.close(fd)
     try:
-        sf.write(tmp, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), sample_rate,
-                 subtype="PCM_16")
+        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
