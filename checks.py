@@ -51,6 +51,7 @@ STEPS, CFG_SCALE = Limit(int, 1, 1000), Limit(float, 0, 20)
 SWAY = Limit(float, -1, 1)
 SEED = Limit(int, 0, 2**32 - 1)  # what numpy's and torch's generators all accept
 DURATION_SCALE = Limit(float, 0, low_open=True)  # x the predicted duration
+VAL_FRACTION = Limit(float, 0, 1, high_open=True)  # of a corpus held out
 
 
 def _as_number(value, kind: type) -> int | float:

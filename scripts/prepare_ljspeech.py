@@ -387,8 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=min(4, os.cpu_count() or 1))
     parser.add_argument("--force", action="store_true", help="rebuild a complete --out")
     parser.add_argument("--strict", action="store_true", help="make any skip an error")
-    parser.add_argument("--val_fraction", default=0.01,
-                        type=checks.flag(checks.Limit(float, 0, 1, high_open=True)))
+    parser.add_argument("--val_fraction", type=checks.flag(checks.VAL_FRACTION), default=0.01)
     parser.add_argument("--split_file", help="TSV with a header: id<TAB>train|val|test")
     parser.add_argument("--max_seconds", type=checks.flag(checks.Limit(float, 0, low_open=True)),
                         default=11.8)
