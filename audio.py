@@ -30,6 +30,10 @@ MEL_FMIN = 0.0
 MEL_FMAX = 8000.0
 LOG_CLAMP = 1e-5
 SILENCE_LOGMEL = math.log(LOG_CLAMP)  # log-mel of digital silence, about -11.51
+# Full-scale sines, square waves and noise peak at 2.43, LJSpeech at 2.10: no wav in [-1, 1]
+# has a log-mel above this. The vocoders read generated mels cut to [SILENCE_LOGMEL, this]
+# (as their output is cut to [-1, 1]): past 88, exp() overflows float32 in Griffin-Lim.
+LOGMEL_MAX = 4.0
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # about 86.13
 
 
@@ -135,9 +139,14 @@ class Vocoder:
         self.name, self.generate, self.device = name, generate, device
 
     @torch.no_grad()
-    def __call__(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """log_mel (b, m, n) or (m, n), not normalized -> float32 audio (b, s) on the CPU."""
+    def __call__(self, log_mel: torch.Tensor, what: str = "") -> torch.Tensor:
+        """log_mel (b, m, n) or (m, n), not normalized -> float32 audio (b, s) on the CPU. A
+        NaN or inf in it is an AudioError naming `what` (the prompt)."""
         log_mel = torch.as_tensor(log_mel).float()
+        if not bool(torch.isfinite(log_mel).all()):
+            raise AudioError(f"{what or 'log-mel'}: the generated log-mel is not finite (NaN or "
+                             f"inf); not vocoded")
+        log_mel = log_mel.clamp(SILENCE_LOGMEL, LOGMEL_MAX)
         if log_mel.dim() == 2:
             log_mel = log_mel[None]
         length = log_mel.shape[-1] * HOP_LENGTH

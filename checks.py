@@ -40,6 +40,7 @@ class Limit(NamedTuple):
         return what
 
 
+INT64_MAX = 2**63 - 1
 COUNT, POSITIVE_COUNT = Limit(int, 0), Limit(int, 1)
 FRACTION = Limit(float, 0, 1)
 # Euler steps past 1000 change nothing measurable and take minutes a prompt. Guidance past 20
@@ -90,6 +91,9 @@ def check_number(where: str, value, limit: Limit) -> int | float:
         number = _as_number(value, limit.kind)
     except (ValueError, OverflowError):
         raise ConfigError(f"{where}: {problem}" if where else problem) from None
+    if limit.kind is int and abs(number) > INT64_MAX:  # numpy and torch take 64-bit integers
+        problem = f"must be {limit} of at most 64 bits, got {shown(value)}"
+        raise ConfigError(f"{where}: {problem}" if where else problem)
     too_low = limit.low is not None and (number <= limit.low if limit.low_open
                                          else number < limit.low)
     too_high = limit.high is not None and (number >= limit.high if limit.high_open

@@ -253,9 +253,9 @@ def voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=N
     os.makedirs(out_dir, exist_ok=True)
     start, wavs = time.time(), []
     for (pid, text), mel in zip(tqdm(prompts, desc=f"vocode {vocoder.name}", leave=False), mels):
-        wavs.append(vocoder(torch.as_tensor(mel).T[None])[0].numpy())  # (m, n) -> (s,)
-        audio.write_wav(os.path.join(out_dir, f"{pid}.wav"), wavs[-1],
-                        what=f"prompt {pid} ({text[:60]!r})")
+        what = f"prompt {pid} ({text[:60]!r})"
+        wavs.append(vocoder(torch.as_tensor(mel).T[None], what)[0].numpy())  # (m, n) -> (s,)
+        audio.write_wav(os.path.join(out_dir, f"{pid}.wav"), wavs[-1], what=what)
     summary.update(vocoder=vocoder.name, vocode_seconds=round(time.time() - start, 2))
     start = time.time()
     rows, corpus = score(prompts, asr.transcribe(wavs)) if asr is not None else (

@@ -54,7 +54,8 @@ def synthesize(model: FlowTTS, vocoder, texts: list[str], steps: int, cfg_scale:
                seed: int, duration_scale: float = 1.0, batch_size: int = 8, sway: float = -1.0) -> list:
     """texts -> list of float32 waveforms, each as long as its predicted duration."""
     mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale, sway=sway)
-    return [vocoder(mel.T[None])[0].numpy() for mel in mels]  # (n, m) -> (s,) = n * 256
+    return [vocoder(mel.T[None], f"prompt {text[:60]!r}")[0].numpy()  # (n, m) -> (s,) = n * 256
+            for mel, text in zip(mels, texts)]
 
 
 def parse_args(argv):
