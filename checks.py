@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import NamedTuple
 
 
@@ -124,8 +125,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def cut_to_limits(cfg, prompts: list[tuple[str, str]], frames: list[int] | None) -> list[dict]:
-    """What sampling cut to a model's limits (cfg: its TrainConfig), one record {id, cut,
-    limit, value, note} per cut:
+    """What sampling cut to a model's limits (cfg: its TrainConfig), said in one `note:` line
+    on stderr each and returned as records {id, cut, limit, value, note}:
     a prompt over max_text_length byte tokens (the encoder reads its start only), a predicted
     length at block_size (the longest the model makes) or at 1 frame. frames: the sampled
     lengths, None when they were given (oracle durations) rather than predicted."""
@@ -145,4 +146,6 @@ def cut_to_limits(cfg, prompts: list[tuple[str, str]], frames: list[int] | None)
                          "limit": "block_size" if longest else "1 frame",
                          "note": f"prompt {pid}: the duration reached {bound} this model makes "
                                  f"({frames[i]} frames, {seconds:.2f} s)"})
+    for cut in cuts:
+        print(f"note: {cut['note']}", file=sys.stderr)
     return cuts

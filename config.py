@@ -95,7 +95,9 @@ class TrainConfig:
     wandb_project: str = ""  # empty: no W&B; otherwise offline unless WANDB_MODE says so
 
     # In-loop evaluation: sample, vocode, transcribe, WER (rank 0).
-    eval_interval: int = 0
+    eval_interval: int = 0  # steps
+    eval_interval_seconds: float = 0.0  # also every this much training time (the clock stops
+    # while it evaluates): the speedrun's clock, which does not depend on the step time
     eval_prompts: str = "eval/libritts_samples.txt"  # or overfit / val: the dataset's texts
     eval_oracle_duration: bool = False  # also sample at the true lengths (overfit / val only)
     eval_num_samples: int = 4  # 0: all prompts
@@ -107,6 +109,8 @@ class TrainConfig:
     eval_asr: str = "auto"  # auto | openai-whisper | faster-whisper | none
     eval_vocoder: str = "auto"  # auto | bigvgan | hifigan | griffinlim | none (mels only)
     eval_vocoder_model: str = "nvidia/bigvgan_v2_22khz_80band_fmax8k_256x"
+    eval_keep_test: bool = False  # also sample the dataset's test split, mels only: a record
+    # scores test once, at the evaluation val chose (benchmark.py)
 
 
 CHOICES = {
@@ -141,7 +145,7 @@ LIMITS = {
     "max_bad_steps": POSITIVE_COUNT, "ema_decay": Limit(float, 0, 1, high_open=True),
     "seed": SEED, "log_interval": POSITIVE_COUNT, "val_interval": POSITIVE_COUNT,
     "save_interval": POSITIVE_COUNT, "keep_checkpoints": POSITIVE_COUNT, "eval_interval": COUNT,
-    "eval_num_samples": COUNT, "eval_steps": STEPS, "eval_cfg_scale": CFG_SCALE,
+    "eval_interval_seconds": Limit(float, 0), "eval_num_samples": COUNT, "eval_steps": STEPS, "eval_cfg_scale": CFG_SCALE,
     "eval_sway": SWAY,
 }
 

@@ -286,8 +286,6 @@ def evaluate_texts(model, prompts, out_dir, steps, cfg_scale, vocoder, asr, seed
                        duration_scale, n_frames, sway)
     lengths = None if n_frames is not None else [len(m) for m in mels]  # predicted: maybe cut
     cuts = cut_to_limits(model.cfg, prompts, lengths)
-    for cut in cuts:
-        print(f"note: {cut['note']}", file=sys.stderr)
     summary = {"kind": "model samples", "steps": steps, "cfg": cfg_scale, "sway": sway, "seed": seed,
                "duration_scale": duration_scale, "oracle_duration": n_frames is not None,
                "sample_seconds": round(time.time() - start, 2), "n_prompts": len(prompts),
@@ -364,13 +362,19 @@ def mean_relative_error(predicted, true) -> float:
 
 # --- in-loop evaluation ------------------------------------------------------------------------
 class InLoopEvaluator:
-    """train.py calls evaluator(model, step) on rank 0 every eval_interval steps."""
+    """train.py calls evaluator(model, step) on rank 0 every eval_interval steps (or seconds)."""
 
     def __init__(self, cfg, run_dir: str, train_texts: list[str] | None = None,
-                 val_texts: list[str] | None = None, true_frames: dict[str, int] | None = None):
-        """true_frames: text -> its utterance's mel frames, for eval_oracle_duration."""
+                 val_texts: list[str] | None = None, true_frames: dict[str, int] | None = None,
+                 test_texts: list[str] | None = None):
+        """true_frames: text -> its utterance's mel frames, for eval_oracle_duration;
+        test_texts: sampled to eval/step_<N>/test/mels.npz (eval_keep_test), never scored here."""
         self.cfg, self.run_dir = cfg, run_dir
         self.prompts = load_prompts(cfg.eval_prompts, train_texts, cfg.eval_num_samples, val_texts)
+        if cfg.eval_keep_test and not test_texts:
+            raise EvalError("eval_keep_test needs the dataset's test split, and it has none")
+        self.test_prompts = [(f"test_{i:04d}", text) for i, text in enumerate(test_texts or [])
+                             ] if cfg.eval_keep_test else []
         self.oracle_frames = ([true_frames[text] for _, text in self.prompts]
                               if cfg.eval_oracle_duration else None)
         self.vocoder, self.asr, self.loaded = None, None, False
@@ -398,6 +402,10 @@ class InLoopEvaluator:
                 summary = evaluate(out_dir, None)
                 oracle = (evaluate(os.path.join(out_dir, "oracle_duration"), self.oracle_frames)
                           if self.oracle_frames else None)
+                if self.test_prompts:
+                    evaluate_texts(model, self.test_prompts, os.path.join(out_dir, "test"),
+                                   cfg.eval_steps, cfg.eval_cfg_scale, None, None, seed=cfg.seed,
+                                   sway=cfg.eval_sway)
         except audio.AudioError as exc:  # non-finite samples: no wav, and training goes on
             print(f"warning: evaluation at step {step}: {exc}", file=sys.stderr)
             return {"eval/nonfinite_audio": 1}

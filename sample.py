@@ -113,9 +113,7 @@ def main(argv: list[str]) -> None:
     waves = synthesize(model, vocoder, texts, args.steps, args.cfg_scale, args.seed,
                        args.duration_scale, sway=args.sway)
     prompts = [(str(i + 1), text) for i, text in enumerate(texts)]
-    frames = [len(wave) // audio.HOP_LENGTH for wave in waves]
-    for cut in checks.cut_to_limits(model.cfg, prompts, frames):
-        print(f"note: {cut['note']}", file=sys.stderr)
+    checks.cut_to_limits(model.cfg, prompts, [len(wave) // audio.HOP_LENGTH for wave in waves])
     for path, wave, text in zip(output_paths(args.out, len(texts)), waves, texts):
         audio.write_wav(path, wave, what=f"prompt {text[:60]!r}")
         print(f"{path}: {len(wave) / audio.SAMPLE_RATE:.2f} s  {text[:60]!r}")

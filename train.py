@@ -73,8 +73,9 @@ def describe_run(cfg, device, world_size: int, model: FlowTTS) -> dict:
             "world_size": world_size, "parameters": model.parameter_counts()}
 
 
-def should_stop(local: bool, world_size: int, device) -> bool:
-    """Every rank stops at the same step if any rank was asked to (else DDP would hang)."""
+def any_rank(local: bool, world_size: int, device) -> bool:
+    """True on every rank if it is true on any: all ranks stop, or evaluate by the clock, at
+    the same step (else DDP would hang)."""
     if world_size == 1:
         return bool(local)
     flag = torch.tensor(float(bool(local)), device=device)
@@ -296,12 +297,14 @@ def main(argv: list[str]) -> None:
         log(f"data: {len(train_rows)} train / {len(val_rows)} val utterances, "
             f"{trainer.accum} micro-batch(es) of {cfg.batch_size} per step on {world_size} rank(s)")
     evaluator = None
-    if master and cfg.eval_interval:
+    if master and (cfg.eval_interval or cfg.eval_interval_seconds):
         import evaluator as evaluator_lib
+        test_rows = dataset.rows("test", cfg.block_size, cfg.max_text_length)
         evaluator = evaluator_lib.InLoopEvaluator(
             cfg, cfg.out_dir, [dataset.texts[r] for r in train_rows],
             [dataset.texts[r] for r in val_rows],
-            {dataset.texts[r]: int(dataset.n_frames[r]) for r in val_rows + train_rows})
+            {dataset.texts[r]: int(dataset.n_frames[r]) for r in val_rows + train_rows},
+            [dataset.texts[r] for r in test_rows])
     stream = BatchStream(dataset, train_rows, cfg, rank, world_size)
     batches = stream.iterate(epoch, position)
     val_batches = [Collate(dataset, cfg)(rows) for rows in
@@ -312,13 +315,14 @@ def main(argv: list[str]) -> None:
     # The loop: one optimizer step per iteration. Nothing in it waits for the GPU except the
     # log interval, which also checks for non-finite steps (and runs before every save).
     train_seconds, seconds_at_log, bad_run, updates = 0.0, 0.0, 0, 0  # updates since the log
+    next_eval_seconds, evaluated_at = cfg.eval_interval_seconds, None
     loss_sum, frames_since_log = torch.zeros((), device=device), torch.zeros((), device=device)
     finite_since_log = []
     while True:
         if step >= cfg.max_steps or (cfg.max_epochs and epoch >= cfg.max_epochs):
             break  # the same step on every rank: each rank has as many batches per epoch
         out_of_time = cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds
-        if should_stop(stop() or out_of_time, world_size, device):
+        if any_rank(stop() or out_of_time, world_size, device):
             break
         t_step = time.time()
         out = trainer.step(batches, lr_at(step, cfg))
@@ -357,9 +361,16 @@ def main(argv: list[str]) -> None:
             save(trainer, cfg, step, epoch, position)
         if master and val_batches and step % cfg.val_interval == 0:
             metrics.log(step, {"val/flow_loss": validation_loss(trainer, val_batches)})
-        if cfg.eval_interval and step % cfg.eval_interval == 0:
+        by_clock = cfg.eval_interval_seconds and any_rank(train_seconds >= next_eval_seconds,
+                                                          world_size, device)
+        if by_clock:
+            while next_eval_seconds <= train_seconds:
+                next_eval_seconds += cfg.eval_interval_seconds
+        if by_clock or (cfg.eval_interval and step % cfg.eval_interval == 0):
             if evaluator is not None:
-                metrics.log(step, evaluator(trainer.ema or model, step))
+                metrics.log(step, {**evaluator(trainer.ema or model, step),
+                                   "eval/train_seconds": train_seconds})
+            evaluated_at = step
             if world_size > 1:
                 dist.barrier()
 
@@ -370,8 +381,9 @@ def main(argv: list[str]) -> None:
         save(trainer, cfg, step, epoch, position)
         reason = stop()
         log(f"saved {cfg.out_dir}/latest.pt at step {step}" + (f" ({reason})" if reason else ""))
-        if evaluator is not None and step % cfg.eval_interval and not reason:
-            metrics.log(step, evaluator(trainer.ema or model, step))
+        if evaluator is not None and evaluated_at != step and not reason:
+            metrics.log(step, {**evaluator(trainer.ema or model, step),
+                               "eval/train_seconds": train_seconds})
     metrics.close()
     if world_size > 1:
         dist.barrier()

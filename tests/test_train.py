@@ -1,13 +1,15 @@
 import os
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 import torch
 
 import optim
 import train
-from conftest import REPO, as_argv
+from conftest import REPO, TINY_TEXTS, as_argv, load_script, write_tone_corpus
 from metric import read_metrics
 
 
@@ -89,3 +91,32 @@ def test_stacked_muon_matches_torch_muon(adjust_lr_fn):
     reference.load_state_dict(stacked.state_dict())
     assert torch.equal(reference.state[params["ref"][0]]["momentum_buffer"],
                        stacked.state[params["ours"][0]]["momentum_buffer"])
+
+
+def test_evaluates_by_the_training_clock_and_keeps_test_mels(tiny_overrides, tmp_path,
+                                                            monkeypatch):
+    """eval_interval_seconds: an evaluation at the first step past each multiple of the training
+    time (the speedrun's clock), and one at the end, each with the val mels and the test
+    split's. A fake clock makes every step last 0.1 s (the clock reads twice a step)."""
+    splits = ["train"] * 7 + ["val", "val", "test"]
+    (tmp_path / "splits.tsv").write_text("id\tsplit\n" + "".join(
+        f"TT001-{i:04d}\t{split}\n" for i, split in enumerate(splits)))
+    data = str(tmp_path / "data")
+    load_script("prepare_ljspeech").prepare(
+        data, src=write_tone_corpus(str(tmp_path / "src"), TINY_TEXTS), workers=1,
+        split_file=str(tmp_path / "splits.tsv"))
+    ticks = iter(range(10 ** 6))
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: 0.1 * next(ticks)))
+    run = {**tiny_overrides, "data_dir": data, "max_steps": 12, "eval_interval_seconds": 0.33,
+           "eval_prompts": "val", "eval_num_samples": 0, "eval_steps": 2, "eval_keep_test": True,
+           "eval_asr": "none", "eval_vocoder": "none"}
+    train.main(as_argv(run))
+    evals = [r for r in read_metrics(run["out_dir"]) if "eval/train_seconds" in r]
+    assert [r["step"] for r in evals] == [4, 7, 10, 12]
+    assert [r["eval/train_seconds"] for r in evals] == pytest.approx([0.4, 0.7, 1.0, 1.2])
+    for r in evals:
+        folder = os.path.join(run["out_dir"], "eval", f"step_{r['step']}")
+        val = np.load(os.path.join(folder, "mels.npz"))
+        test = np.load(os.path.join(folder, "test", "mels.npz"))
+        assert list(val["texts"]) == TINY_TEXTS[7:9] and list(test["texts"]) == TINY_TEXTS[9:]
+        assert test["mel_0"].shape[1] == 80
