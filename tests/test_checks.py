@@ -26,7 +26,7 @@ from model import FlowTTS
 # Fixed seed (derandomize), no example database in the repo, no per-example deadline: the
 # suite gives the same verdict on every run and machine.
 FAST = settings(max_examples=150, derandomize=True, database=None, deadline=None)
-SLOW = settings(max_examples=25, derandomize=True, database=None, deadline=None,
+SLOW = settings(max_examples=12, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 KEYS = [f.name for f in fields(config.TrainConfig)]

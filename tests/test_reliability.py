@@ -340,11 +340,11 @@ def test_train_user_errors_are_one_line_and_write_nothing(tiny_overrides, tiny_d
         ("--data_dir", str(tmp_path / "none")): "none/metadata/dataset_stats.json not found",
         ("--data_dir", no_stats): "no_stats/metadata/dataset_stats.json not found",
         ("--no_such_key", "1"): "unknown config key(s) 'no_such_key'; valid keys: data_dir",
-        ("--batch_size", "many"): "config key 'batch_size': cannot read 'many' as int",
+        ("--batch_size", "many"): "config key 'batch_size': must be an integer >= 1, got 'many'",
         ("--config", str(tmp_path / "bad.yaml")): "bad.yaml is not valid YAML",
         ("--config", str(tmp_path / "absent.yaml")): "cannot read config file",
-        ("--max_steps", "0"): "config key 'max_steps': must be > 0",
-        ("--eval_cfg_scale", "-1"): "config key 'eval_cfg_scale': must be >= 0",
+        ("--max_steps", "0"): "config key 'max_steps': must be an integer >= 1, got '0'",
+        ("--eval_cfg_scale", "nan"): "config key 'eval_cfg_scale': must be a finite number in",
         ("--out_dir", "/proc/nope/run"): "cannot create run directory /proc/nope/run",
     }
     children = {extra: train_cli([*base, *extra])  # all at once: mostly interpreter start-up
