@@ -15,8 +15,9 @@ split (train 12,500 / val 100 / test 500):
 Val drives every choice (recipe, sampling, the stopping point); test is scored once per
 record, at the checkpoint val chose, and never tuned on.
 
-The protocol (`PROTOCOL`): sample with the model's predicted durations, NFE Euler steps with
-classifier-free guidance and sway, seed 0; vocode with HiFi-GAN V1; transcribe with Whisper
+The protocol (`PROTOCOL`): every `eval_interval_seconds` of training time (the clock stops
+while it samples), sample val and test with the model's predicted durations, NFE Euler steps
+with classifier-free guidance and sway (noise seeded by the run's seed); vocode with HiFi-GAN V1; transcribe with Whisper
 through faster-whisper on the CPU (int8, one thread: evaluator.py says why); normalize both
 sides with evaluator.normalize_text; corpus WER = errors / reference words. The floor is the
 same pipeline on the voice's own mels (ground truth -> vocoder -> ASR), and the record's target
@@ -40,17 +41,27 @@ class Protocol:
     nfe: int = 32
     cfg_scale: float = 3.0
     sway: float = -1.0
-    seed: int = 0
+    # every run trains this long, compilation included; short enough that the corpus, training
+    # and evaluation fit in 10 minutes of one GPU machine (speedrun.sh's --max_train_seconds)
+    budget_seconds: float = 350.0
+    eval_interval_seconds: float = 100.0  # the record's resolution in training time
     vocoder: str = "hifigan-universal"  # of the two HiFi-GAN weights, the lower floor on val
     asr: str = "faster-whisper"
     whisper_model: str = "base"  # multilingual base: the offline weights; decoded as English
     target_points: float = 10.0  # record when val WER <= floor + this many points
 
     def config_overrides(self) -> dict:
-        """What a training config must say for its in-loop evaluation to follow the protocol."""
-        return {"eval_prompts": "val", "eval_num_samples": self.n_val_scored,
-                "eval_steps": self.nfe, "eval_cfg_scale": self.cfg_scale,
-                "eval_sway": self.sway, "seed": self.seed}
+        """What speedrun.sh passes to train.py: the budget, then evaluation_overrides."""
+        return {"max_train_seconds": self.budget_seconds, **self.evaluation_overrides()}
+
+    def evaluation_overrides(self) -> dict:
+        """What a run's config must say for a record: an in-loop evaluation that follows the
+        protocol (mels kept, scored afterwards on a CPU: scripts/speedrun.py record)."""
+        return {"eval_interval": 0, "eval_interval_seconds": self.eval_interval_seconds,
+                "eval_prompts": "val", "eval_num_samples": self.n_val_scored,
+                "eval_keep_test": True, "eval_oracle_duration": False, "eval_steps": self.nfe,
+                "eval_cfg_scale": self.cfg_scale, "eval_sway": self.sway,
+                "eval_asr": "none", "eval_vocoder": "none"}
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,268 @@
+"""The speedrun's steps around training: the benchmark's text, its floors, and a run's record.
+
+    python scripts/speedrun.py text --ljspeech_text ../shared/data/ljspeech_text --out DIR
+    python scripts/speedrun.py overrides          # the protocol's --key value pairs for train.py
+    python scripts/speedrun.py floor --data_dir HELDOUT --out DIR
+    python scripts/speedrun.py record RUN --floors DIR/floors.json --name NAME --recipe R \
+        [--records docs/records --command "..."]
+
+`record` scores a finished run the protocol's way (benchmark.py) on a CPU: the val mels kept at
+every evaluation, in training-time order, then the test mels of the first evaluation at or
+under the target (or, when none is, of the last: a row that says it did not reach it). It
+appends one line to RECORDS/speedrun.jsonl and writes RECORDS/<name>/ (the run's log, config
+and metrics, points.jsonl, curve.png) and RECORDS/speedrun.png (every record's curve).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import sys
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import benchmark  # noqa: E402
+from benchmark import PROTOCOL, BenchmarkError  # noqa: E402
+from metric import read_metrics  # noqa: E402
+
+FLOOR_VOCODERS = ("hifigan-LJSpeech", "hifigan-universal")
+FLOOR_ASRS = ("base", "tiny.en")
+
+
+def protocol_argv(protocol=PROTOCOL) -> list[str]:
+    return [item for key, value in protocol.config_overrides().items()
+            for item in (f"--{key}", str(value))]
+
+
+def load_scorer(protocol):
+    """(vocoder, asr) of the protocol, on the CPU."""
+    import audio
+    import evaluator
+    return (audio.load_vocoder(protocol.vocoder, "cpu"),
+            evaluator.load_asr(protocol.asr, protocol.whisper_model))
+
+
+def score_mels(path: str, out_dir: str, vocoder, asr, dataset) -> dict:
+    """WER of the mels.npz an evaluation kept (its wavs, wer.jsonl and summary in out_dir),
+    and its duration error against the same texts' utterances in `dataset`."""
+    import time
+
+    import evaluator
+    prompts, mels, settings = evaluator.load_mels(path)
+    summary = evaluator.voice_and_score(out_dir, prompts, mels, vocoder, asr,
+                                        {"kind": "model samples", **settings}, time.time(),
+                                        report=False)
+    summary["duration_error"] = evaluator.length_error(dataset, prompts, mels)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+# --- floors ------------------------------------------------------------------------------------
+def floors(data_dir: str, out_dir: str, protocol=PROTOCOL) -> dict:
+    """Ground-truth mels -> each HiFi-GAN weight -> each Whisper, for val (the scored subset)
+    and test: {split: {vocoder: {whisper: wer}}}, written to OUT/floors.json with each
+    transcript in OUT/<split>/<vocoder>/<whisper>.jsonl."""
+    import audio
+    import evaluator
+    import torch
+    from data import PreparedDataset
+    dataset = PreparedDataset(data_dir)
+    result = {}
+    for split, n in (("val", protocol.n_val_scored), ("test", protocol.n_test)):
+        rows = evaluator.evenly_spaced(dataset.rows(split, 10 ** 9, 10 ** 9), n)
+        if not rows:
+            raise BenchmarkError(f"{data_dir}: no {split} utterances")
+        prompts = [(dataset.ids[r], dataset.texts[r]) for r in rows]
+        result[split] = {}
+        for vocoder_name in FLOOR_VOCODERS:
+            vocoder = audio.load_vocoder(vocoder_name, "cpu")
+            wavs = [vocoder(torch.as_tensor(dataset.mel(r)).T[None])[0].numpy()  # (m, n) -> (s,)
+                    for r in rows]
+            result[split][vocoder_name] = {}
+            for model in FLOOR_ASRS:  # one vocoding, both recognizers
+                asr = evaluator.load_asr(protocol.asr, model)
+                scored, corpus = evaluator.score(prompts, asr.transcribe(wavs))
+                result[split][vocoder_name][model] = corpus["wer"]
+                os.makedirs(os.path.join(out_dir, split, vocoder_name), exist_ok=True)
+                with open(os.path.join(out_dir, split, vocoder_name, f"{model}.jsonl"), "w") as f:
+                    f.writelines(json.dumps(row) + "\n" for row in scored)
+                print(f"floor {split} ({len(rows)}) {vocoder_name} {asr.name}: "
+                      f"{100 * corpus['wer']:.2f}%")
+    with open(os.path.join(out_dir, "floors.json"), "w") as f:
+        json.dump({"protocol": protocol.as_dict(), "data_dir": os.path.abspath(data_dir),
+                   "floors": result}, f, indent=2)
+    return result
+
+
+def read_floors(floors_file: str, protocol) -> tuple[float, float, str]:
+    """(val floor, test floor, the floors' dataset) of the protocol's vocoder and Whisper."""
+    with open(floors_file) as f:
+        written = json.load(f)
+    table = written["floors"]
+    return (table["val"][protocol.vocoder][protocol.whisper_model],
+            table["test"][protocol.vocoder][protocol.whisper_model], written["data_dir"])
+
+
+# --- record ------------------------------------------------------------------------------------
+def check_protocol(run_dir: str, protocol) -> dict:
+    """The run's config, refused when its evaluation did not follow the protocol."""
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        config = yaml.safe_load(f)
+    for key, wanted in protocol.evaluation_overrides().items():
+        if config.get(key) != wanted:
+            raise BenchmarkError(f"{run_dir}/config.yaml: {key} is {config.get(key)!r}; the "
+                                 f"protocol says {wanted!r} (scripts/speedrun.py overrides)")
+    return config
+
+
+def compile_seconds(records: list[dict], log_interval: int) -> float:
+    """Training time beyond the steady step time: the first steps' compilation, mostly."""
+    step_ms = [r["train/step_ms"] for r in records if "train/step_ms" in r]
+    if not step_ms:
+        return 0.0
+    steady = statistics.median(step_ms)
+    return sum(max(0.0, ms - steady) for ms in step_ms) * log_interval / 1000
+
+
+def score_points(run_dir: str, vocoder, asr, dataset) -> list[dict]:
+    """One point per evaluation the run kept: its step, training seconds, val WER and
+    duration error."""
+    points = []
+    for record in read_metrics(run_dir):
+        if "eval/train_seconds" not in record:
+            continue
+        folder = os.path.join(run_dir, "eval", f"step_{record['step']}")
+        summary = score_mels(os.path.join(folder, "mels.npz"), os.path.join(folder, "scored"),
+                             vocoder, asr, dataset)
+        points.append({"step": record["step"], "train_seconds": record["eval/train_seconds"],
+                       "wer_val": summary["wer"], "duration_error": summary["duration_error"]})
+        print(f"step {record['step']} ({record['eval/train_seconds']:.0f} s): val WER "
+              f"{100 * summary['wer']:.2f}%, duration error "
+              f"{100 * summary['duration_error']:.1f}%")
+    if not points:
+        raise BenchmarkError(f"{run_dir}: no evaluation by the training clock to score")
+    return sorted(points, key=lambda p: p["train_seconds"])
+
+
+def make_record(run_dir: str, floors_file: str, name: str, recipe: str, command: str,
+                protocol=PROTOCOL) -> dict:
+    config = check_protocol(run_dir, protocol)
+    records = read_metrics(run_dir)
+    info = next((r["run"] for r in records if "run" in r), {})
+    from data import PreparedDataset
+    floor_val, floor_test, heldout = read_floors(floors_file, protocol)
+    dataset = PreparedDataset(heldout)  # the same texts and audio: their true lengths
+    vocoder, asr = load_scorer(protocol)
+    points = score_points(run_dir, vocoder, asr, dataset)
+    target = benchmark.target_wer(floor_val, protocol)
+    hit = benchmark.first_at_target(points, target)
+    chosen = hit or points[-1]
+    folder = os.path.join(run_dir, "eval", f"step_{chosen['step']}")
+    test = score_mels(os.path.join(folder, "test", "mels.npz"),
+                      os.path.join(folder, "test", "scored"), vocoder, asr, dataset)
+    return {"date": datetime.date.today().isoformat(), "device": info.get("device", "unknown"),
+            "commit": info.get("git_revision", "unknown"), "name": name, "recipe": recipe,
+            "seed": config["seed"], "reached": hit is not None,
+            "train_seconds": hit["train_seconds"] if hit else None,
+            "compile_seconds": round(compile_seconds(records, config["log_interval"]), 1),
+            "steps": chosen["step"], "wer_heldout": test["wer"], "wer_val": chosen["wer_val"],
+            "wer_floor": floor_test, "wer_floor_val": floor_val, "target": target,
+            "duration_error": chosen["duration_error"],
+            "budget_seconds": config["max_train_seconds"], "command": command,
+            "points": points, "protocol": protocol.as_dict()}
+
+
+def plot_speedrun(curves: dict[str, list[dict]], target: float, path: str) -> None:
+    """Val WER against training seconds, one line per run, the target as a dashed line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, points in curves.items():
+        ax.plot([p["train_seconds"] for p in points], [100 * p["wer_val"] for p in points],
+                marker="o", label=name)
+    ax.axhline(100 * target, color="gray", linestyle="--", label=f"target {100 * target:.1f}%")
+    ax.set(xlabel="training seconds (compilation included)", ylabel="val WER (%)",
+           yscale="log", title="speedrun: val WER by training time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def publish(record: dict, run_dir: str, records_dir: str) -> str:
+    """RECORDS/speedrun.jsonl + RECORDS/<name>/ + the curves of every record."""
+    folder = os.path.join(records_dir, record["name"])
+    os.makedirs(folder, exist_ok=True)
+    for name in ("train.log", "config.yaml", "metrics.jsonl"):
+        if os.path.exists(os.path.join(run_dir, name)):
+            shutil.copyfile(os.path.join(run_dir, name), os.path.join(folder, name))
+    with open(os.path.join(folder, "points.jsonl"), "w") as f:
+        f.writelines(json.dumps(point) + "\n" for point in record["points"])
+    row = {k: v for k, v in record.items() if k != "points"}
+    with open(os.path.join(records_dir, "speedrun.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+    plot_speedrun({record["name"]: record["points"]}, record["target"],
+                  os.path.join(folder, "curve.png"))
+    plot_speedrun(all_curves(records_dir), record["target"],
+                  os.path.join(records_dir, "speedrun.png"))
+    return folder
+
+
+def all_curves(records_dir: str) -> dict[str, list[dict]]:
+    curves = {}
+    with open(os.path.join(records_dir, "speedrun.jsonl")) as f:
+        for line in f:
+            name = json.loads(line)["name"]
+            with open(os.path.join(records_dir, name, "points.jsonl")) as points:
+                curves[name] = [json.loads(p) for p in points]
+    return curves
+
+
+# --- command line ------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    text = sub.add_parser("text", help="the benchmark's metadata.csv and splits.tsv")
+    text.add_argument("--ljspeech_text", required=True, help="LJSpeech metadata.csv + splits.tsv")
+    text.add_argument("--out", required=True)
+    sub.add_parser("overrides", help="print the protocol's train.py overrides")
+    floor = sub.add_parser("floor", help="resynthesis floors of a prepared val+test dataset")
+    floor.add_argument("--data_dir", required=True)
+    floor.add_argument("--out", required=True)
+    rec = sub.add_parser("record", help="score a finished run and write its record")
+    rec.add_argument("run_dir")
+    rec.add_argument("--floors", required=True, help="floors.json written by `floor`")
+    rec.add_argument("--name", required=True)
+    rec.add_argument("--recipe", required=True, help='"speedrun", or "seed" for the baseline')
+    rec.add_argument("--records", default=os.path.join(REPO, "docs", "records"))
+    rec.add_argument("--run_command", default="", help="the command that trained the run")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "text":
+            print(benchmark.write_benchmark_text(args.ljspeech_text, args.out))
+        elif args.command == "overrides":
+            print(" ".join(protocol_argv()))
+        elif args.command == "floor":
+            floors(args.data_dir, args.out)
+        else:
+            record = make_record(args.run_dir, args.floors, args.name, args.recipe,
+                                 args.run_command)
+            print(json.dumps({k: v for k, v in record.items() if k != "points"}))
+            print(f"wrote {publish(record, args.run_dir, args.records)}")
+    except (BenchmarkError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

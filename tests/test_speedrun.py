@@ -1,0 +1,92 @@
+"""scripts/speedrun.py: the protocol's overrides load as a config; a tiny run trained with them
+is scored point by point and becomes a record row, a folder and curves; a run whose evaluation
+strays from the protocol is refused."""
+import json
+import os
+import types
+
+import pytest
+import yaml
+
+import benchmark
+import config
+import train
+from conftest import TINY_TEXTS, as_argv, load_script, write_tone_corpus
+
+speedrun = load_script("speedrun")
+TINY = benchmark.Protocol(n_val_scored=2, n_test=1, nfe=2, cfg_scale=1.0, budget_seconds=1.2,
+                          eval_interval_seconds=0.33, vocoder="griffinlim", whisper_model="tiny.en")
+FIELDS = ("date", "device", "commit", "name", "recipe", "seed", "train_seconds",
+          "compile_seconds", "steps", "wer_heldout", "wer_val", "wer_floor", "target", "command")
+
+
+def test_protocol_overrides_load_as_the_protocol_says():
+    cfg = config.config_from_argv(speedrun.protocol_argv())
+    for key, value in benchmark.PROTOCOL.config_overrides().items():
+        assert getattr(cfg, key) == value, key
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_encoder_dir):
+    """A run trained under the tiny protocol (a fake clock: 0.1 s a step) on chirps with a test
+    split, and floors.json naming that dataset."""
+    root = tmp_path_factory.mktemp("speedrun")
+    splits = ["train"] * 7 + ["val", "val", "test"]
+    (root / "splits.tsv").write_text("id\tsplit\n" + "".join(
+        f"TT001-{i:04d}\t{split}\n" for i, split in enumerate(splits)))
+    data = str(root / "data")
+    load_script("prepare_ljspeech").prepare(data, src=write_tone_corpus(str(root / "src"), TINY_TEXTS),
+                                            workers=1, split_file=str(root / "splits.tsv"))
+    overrides = {"data_dir": data, "text_encoder_name": tiny_encoder_dir, "decoder_d_model": 64,
+                 "decoder_n_layer": 2, "decoder_n_head": 2, "batch_size": 4, "num_workers": 0,
+                 "log_interval": 2, "dtype": "fp32", "out_dir": str(root / "run")}
+    ticks = iter(range(10 ** 6))
+    patch = pytest.MonkeyPatch()
+    patch.setattr(train, "time", types.SimpleNamespace(time=lambda: 0.1 * next(ticks)))
+    try:
+        train.main(as_argv(overrides) + speedrun.protocol_argv(TINY))
+    finally:
+        patch.undo()
+    floors = {"data_dir": data, "floors": {"val": {"griffinlim": {"tiny.en": 0.5}},
+                                           "test": {"griffinlim": {"tiny.en": 0.6}}}}
+    (root / "floors.json").write_text(json.dumps(floors))
+    return str(root / "run"), str(root / "floors.json"), root
+
+
+def test_a_run_becomes_a_record_at_its_first_point_under_the_target(tiny_run, tiny_asr):
+    run, floors, root = tiny_run
+    easy = benchmark.Protocol(**{**TINY.as_dict(), "target_points": 1000.0})
+    record = speedrun.make_record(run, floors, "tiny_easy", "speedrun", "train.py ...", easy)
+    assert [p["step"] for p in record["points"]] == [4, 7, 10, 12]
+    assert [p["train_seconds"] for p in record["points"]] == pytest.approx([0.4, 0.7, 1.0, 1.2])
+    assert record["reached"] and record["train_seconds"] == pytest.approx(0.4)
+    assert record["steps"] == 4 and record["target"] == pytest.approx(0.5 + 10)
+    assert (record["wer_floor"], record["wer_floor_val"]) == (0.6, 0.5)
+    test_summary = os.path.join(run, "eval", "step_4", "test", "scored", "summary.json")
+    with open(test_summary) as f:
+        assert json.load(f)["wer"] == record["wer_heldout"]  # the chosen point's test, scored
+    assert not os.path.exists(os.path.join(run, "eval", "step_7", "test", "scored"))
+    assert all(0 <= p["duration_error"] for p in record["points"])
+
+    records = root / "records"
+    folder = speedrun.publish(record, run, str(records))
+    hard = benchmark.Protocol(**{**TINY.as_dict(), "target_points": -100.0})
+    missed = speedrun.make_record(run, floors, "tiny_missed", "seed", "train.py ...", hard)
+    assert not missed["reached"] and missed["train_seconds"] is None and missed["steps"] == 12
+    speedrun.publish(missed, run, str(records))
+    rows = [json.loads(line) for line in (records / "speedrun.jsonl").read_text().splitlines()]
+    assert [r["name"] for r in rows] == ["tiny_easy", "tiny_missed"]
+    assert all(set(FIELDS) <= set(r) and "points" not in r for r in rows)
+    assert sorted(os.listdir(folder)) == ["config.yaml", "curve.png", "metrics.jsonl",
+                                          "points.jsonl"]
+    assert (records / "speedrun.png").stat().st_size > 1000
+
+
+def test_a_run_off_the_protocol_is_refused(tiny_run, tmp_path):
+    run, _, _ = tiny_run
+    with open(os.path.join(run, "config.yaml")) as f:
+        settings = yaml.safe_load(f)
+    os.makedirs(tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**settings, "eval_cfg_scale": 2.0}))
+    with pytest.raises(benchmark.BenchmarkError, match="eval_cfg_scale is 2.0; the protocol says 1.0"):
+        speedrun.check_protocol(str(tmp_path / "run"), TINY)
