@@ -257,11 +257,18 @@ def test_eval_checkpoint_records_what_it_cut_in_the_summary(short_ckpt, tmp_path
     assert notes == [f"note: {c['note']}" for c in cuts]
 
 
-def test_a_non_finite_wav_is_an_error_naming_the_prompt_and_no_file(short_model, tmp_path):
+@pytest.fixture(scope="module")
+def broken_model(short_model):
+    """Finite weights (a checkpoint may hold them) whose generated mel is not finite."""
     broken = FlowTTS(short_model.cfg).eval()
     broken.load_state_dict(short_model.state_dict())
-    with torch.no_grad():  # finite weights (a checkpoint may hold them) whose output is not
+    with torch.no_grad():
         broken.decoder.out_proj.bias.fill_(3e38)
+    return broken
+
+
+def test_a_non_finite_wav_is_an_error_naming_the_prompt_and_no_file(broken_model, tmp_path):
+    broken = broken_model
     state = {"model": checkpoint.trainable_state(broken), "config": config.as_dict(broken.cfg),
              "step": 0}
     ckpt = checkpoint.save(str(tmp_path / "run"), state, keep=1)
@@ -285,3 +292,14 @@ def test_write_wav_refuses_non_finite_samples_and_leaves_nothing(tmp_path):
     # Finite but far past any wav's log-mel (exp(1e30) overflows): cut to LOGMEL_MAX first.
     loud = griffin_lim(torch.full((80, 4), 1e30))
     assert bool(torch.isfinite(loud).all()) and loud.abs().max() <= 1
+
+
+def test_the_in_loop_evaluation_survives_a_non_finite_mel(broken_model, tmp_path, capsys):
+    import dataclasses
+    import evaluator
+    cfg = dataclasses.replace(broken_model.cfg, eval_prompts="overfit", eval_vocoder="griffinlim",
+                              eval_asr="none", eval_steps=1)
+    evaluate = evaluator.InLoopEvaluator(cfg, str(tmp_path), train_texts=["Broken model here."])
+    assert evaluate(broken_model, 7) == {"eval/nonfinite_audio": 1}
+    assert "warning: evaluation at step 7: prompt train_0000" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.wav"))
