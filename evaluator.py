@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 
 import librosa
@@ -23,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 import audio
+from checks import cut_to_limits
 from report import write_report
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))  # prompt files may be given from here
@@ -250,9 +252,10 @@ def voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=N
     report.html; returns `summary` completed with the corpus WER and timings (since t0)."""
     os.makedirs(out_dir, exist_ok=True)
     start, wavs = time.time(), []
-    for (pid, _), mel in zip(tqdm(prompts, desc=f"vocode {vocoder.name}", leave=False), mels):
-        wavs.append(vocoder(torch.as_tensor(mel).T[None])[0].numpy())  # (m, n) -> (s,)
-        audio.write_wav(os.path.join(out_dir, f"{pid}.wav"), wavs[-1])
+    for (pid, text), mel in zip(tqdm(prompts, desc=f"vocode {vocoder.name}", leave=False), mels):
+        what = f"prompt {pid} ({text[:60]!r})"
+        wavs.append(vocoder(torch.as_tensor(mel).T[None], what)[0].numpy())  # (m, n) -> (s,)
+        audio.write_wav(os.path.join(out_dir, f"{pid}.wav"), wavs[-1], what=what)
     summary.update(vocoder=vocoder.name, vocode_seconds=round(time.time() - start, 2))
     start = time.time()
     rows, corpus = score(prompts, asr.transcribe(wavs)) if asr is not None else (
@@ -281,9 +284,12 @@ def evaluate_texts(model, prompts, out_dir, steps, cfg_scale, vocoder, asr, seed
     start = time.time()
     mels = sample_mels(model, [t for _, t in prompts], steps, cfg_scale, seed, batch_size,
                        duration_scale, n_frames, sway)
+    lengths = None if n_frames is not None else [len(m) for m in mels]  # predicted: maybe cut
+    cuts = cut_to_limits(model.cfg, prompts, lengths)
     summary = {"kind": "model samples", "steps": steps, "cfg": cfg_scale, "sway": sway, "seed": seed,
                "duration_scale": duration_scale, "oracle_duration": n_frames is not None,
-               "sample_seconds": round(time.time() - start, 2), "n_prompts": len(prompts)}
+               "sample_seconds": round(time.time() - start, 2), "n_prompts": len(prompts),
+               "cut_to_limits": cuts}
     save_mels(os.path.join(out_dir, "mels.npz"), prompts, mels, summary)
     if vocoder is None:
         return {**summary, "seconds": round(time.time() - start, 2)}
@@ -400,6 +406,9 @@ class InLoopEvaluator:
                     evaluate_texts(model, self.test_prompts, os.path.join(out_dir, "test"),
                                    cfg.eval_steps, cfg.eval_cfg_scale, None, None, seed=cfg.seed,
                                    sway=cfg.eval_sway)
+        except audio.AudioError as exc:  # non-finite samples: no wav, and training goes on
+            print(f"warning: evaluation at step {step}: {exc}", file=sys.stderr)
+            return {"eval/nonfinite_audio": 1}
         finally:
             model.train(was_training)
         keys = ("seconds", "n_prompts") + (("audio_seconds",) if self.vocoder else ()) + (
