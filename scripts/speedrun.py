@@ -50,16 +50,23 @@ def load_scorer(protocol):
 
 def score_mels(path: str, out_dir: str, vocoder, asr, dataset) -> dict:
     """WER of the mels.npz an evaluation kept (its wavs, wer.jsonl and summary in out_dir),
-    and its duration error against the same texts' utterances in `dataset`."""
+    and its duration error against the same texts' utterances in `dataset`. A summary already
+    in out_dir from the same vocoder and recognizer is reused: scoring costs CPU minutes."""
     import time
 
     import evaluator
+    done = os.path.join(out_dir, "summary.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            summary = json.load(f)
+        if (summary.get("vocoder"), summary.get("whisper_model")) == (vocoder.name, asr.name):
+            return summary
     prompts, mels, settings = evaluator.load_mels(path)
     summary = evaluator.voice_and_score(out_dir, prompts, mels, vocoder, asr,
                                         {"kind": "model samples", **settings}, time.time(),
                                         report=False)
     summary["duration_error"] = evaluator.length_error(dataset, prompts, mels)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+    with open(done, "w") as f:
         json.dump(summary, f, indent=2)
     return summary
 
