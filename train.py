@@ -4,8 +4,8 @@
     torchrun --standalone --nproc_per_node 2 train.py --config configs/ljspeech.yaml
 
 The run directory (`out_dir`) holds latest.pt, metrics.jsonl, config.yaml, run.json and
-eval/step_<N>/. A run with a latest.pt resumes from it; `touch <out_dir>/STOP`, SIGTERM or
-SIGINT make it finish the step, save and exit 0.
+eval/step_<N>/. A run with a latest.pt resumes from it (`--resume PATH`: from that checkpoint
+instead); `touch <out_dir>/STOP`, SIGTERM or SIGINT make it finish the step, save and exit 0.
 """
 from __future__ import annotations
 
@@ -205,9 +205,11 @@ class Trainer:
 
 
 def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
-    """Restore (step, epoch, position) from out_dir/latest.pt, or start from init_from."""
+    """Restore (step, epoch, position) from `resume` (a checkpoint named on the command line)
+    or else out_dir/latest.pt; with neither, start from init_from's weights or from scratch."""
     model, ema = trainer.model, trainer.ema
-    state = checkpoint.load_latest(cfg.out_dir)
+    state = checkpoint.load(cfg.resume) if cfg.resume else checkpoint.load_latest(cfg.out_dir)
+    source = cfg.resume or os.path.join(cfg.out_dir, checkpoint.LATEST)
     if state is None:
         if cfg.init_from:  # fine-tuning: weights only; fresh optimizer, step 0
             source = checkpoint.load(cfg.init_from)
@@ -219,15 +221,15 @@ def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
         return 0, 0, 0
     for change in checkpoint.check_compatible(state["config"], cfg):
         log(f"resuming with a changed setting: {change}")
-    checkpoint.load_weights(model, state["model"], "latest.pt")
+    checkpoint.load_weights(model, state["model"], source)
     for opt, opt_state in zip(trainer.optimizers, state["optimizers"]):
         opt.load_state_dict(opt_state)
     if ema is not None and state.get("ema"):
-        checkpoint.load_weights(ema, state["ema"], "latest.pt (ema)")
+        checkpoint.load_weights(ema, state["ema"], f"{source} (ema)")
     torch.set_rng_state(state["rng_cpu"])
     if torch.cuda.is_available() and state.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(state["rng_cuda"])
-    log(f"resumed from {cfg.out_dir} at step {state['step']}")
+    log(f"resumed from {source} at step {state['step']}")
     return state["step"], state["epoch"], state["position"]
 
 
@@ -301,11 +303,12 @@ def main(argv: list[str]) -> None:
     model = trainer.model
 
     # Run directory, logging, evaluation.
-    metrics = MetricLogger(cfg.out_dir, master, cfg.wandb_project, config_lib.as_dict(cfg))
+    metrics = MetricLogger(cfg.out_dir, master, cfg.wandb_project, config_lib.as_dict(cfg),
+                           cfg.run_name or None)
     if master:
         with open(os.path.join(cfg.out_dir, "config.yaml"), "w") as f:
             yaml.safe_dump(config_lib.as_dict(cfg), f, sort_keys=False)
-        info = describe_run(cfg, device, world_size, model)
+        info = {"run_name": metrics.run_name, **describe_run(cfg, device, world_size, model)}
         metrics.log(step, {"run": info, "train_utterances": len(train_rows)})
         log(f"run: {info}")
         log(f"data: {len(train_rows)} train / {len(val_rows)} val utterances, "

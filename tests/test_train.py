@@ -97,6 +97,54 @@ def test_trains_on_google_byt5_small_from_the_hub_cache(tiny_overrides, offline_
     assert not any(k.startswith("text_encoder.t5.") for k in state["model"])  # frozen: not saved
 
 
+def test_resume_takes_any_checkpoint(tiny_overrides, tmp_path):
+    common = {**tiny_overrides, "lr_schedule_steps": 6, "max_steps": 6, "save_interval": 3}
+    first = {**common, "out_dir": str(tmp_path / "first")}
+    train.main(as_argv(first))
+    step_3 = os.path.join(first["out_dir"], "step_00000003.pt")
+    second = {**common, "out_dir": str(tmp_path / "second")}
+    train.main(as_argv({**second, "resume": step_3}))  # an empty out_dir: from step 3 of first
+    a, b = losses(first["out_dir"]), losses(second["out_dir"])
+    assert sorted(b) == [4, 5, 6]
+    for step in b:
+        assert abs(a[step] - b[step]) < 1e-6, (step, a[step], b[step])
+    assert checkpoint.load(os.path.join(second["out_dir"], "latest.pt"))["step"] == 6
+    missing = str(tmp_path / "nope.pt")
+    with pytest.raises(checkpoint.CheckpointError, match=f"{missing}: not a loadable"):
+        train.main(as_argv({**second, "resume": missing}))
+
+
+class FakeWandb:
+    """What MetricLogger calls of the wandb package, recorded."""
+
+    def __init__(self):
+        self.runs = []
+
+    def init(self, **settings):
+        self.runs.append(settings)
+        return self
+
+    def log(self, values, step):
+        pass
+
+    def finish(self):
+        pass
+
+
+def test_run_name_names_the_run_and_no_wandb_turns_wandb_off(tiny_overrides, tmp_path,
+                                                              monkeypatch):
+    wandb = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    run = {**tiny_overrides, "max_steps": 2, "wandb_project": "nanoaudio", "run_name": "habits"}
+    train.main(as_argv(run))
+    assert [(r["project"], r["name"]) for r in wandb.runs] == [("nanoaudio", "habits")]
+    assert read_metrics(run["out_dir"])[0]["run"]["run_name"] == "habits"
+    other = str(tmp_path / "other")
+    train.main([*as_argv({**run, "out_dir": other, "run_name": ""}), "--no_wandb"])
+    assert len(wandb.runs) == 1  # no W&B run the second time
+    assert read_metrics(other)[0]["run"]["run_name"] == "other"  # out_dir's folder name
+
+
 def test_stop_file_saves_and_exits_cleanly(tiny_overrides):
     run_dir = tiny_overrides["out_dir"]
     os.makedirs(run_dir)
