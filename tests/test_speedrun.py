@@ -11,7 +11,7 @@ import yaml
 import benchmark
 import config
 import train
-from conftest import TINY_TEXTS, as_argv, load_script, write_tone_corpus
+from conftest import as_argv, load_script
 
 speedrun = load_script("speedrun")
 TINY = benchmark.Protocol(n_val_scored=2, n_test=1, nfe=2, cfg_scale=1.0, budget_seconds=1.2,
@@ -27,16 +27,11 @@ def test_protocol_overrides_load_as_the_protocol_says():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_encoder_dir):
+def tiny_run(tmp_path_factory, tiny_encoder_dir, tiny_dataset_with_test):
     """A run trained under the tiny protocol (a fake clock: 0.1 s a step) on chirps with a test
     split, and floors.json naming that dataset."""
     root = tmp_path_factory.mktemp("speedrun")
-    splits = ["train"] * 7 + ["val", "val", "test"]
-    (root / "splits.tsv").write_text("id\tsplit\n" + "".join(
-        f"TT001-{i:04d}\t{split}\n" for i, split in enumerate(splits)))
-    data = str(root / "data")
-    load_script("prepare_ljspeech").prepare(data, src=write_tone_corpus(str(root / "src"), TINY_TEXTS),
-                                            workers=1, split_file=str(root / "splits.tsv"))
+    data = tiny_dataset_with_test
     overrides = {"data_dir": data, "text_encoder_name": tiny_encoder_dir, "decoder_d_model": 64,
                  "decoder_n_layer": 2, "decoder_n_head": 2, "batch_size": 4, "num_workers": 0,
                  "log_interval": 2, "dtype": "fp32", "out_dir": str(root / "run")}

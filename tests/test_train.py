@@ -11,7 +11,7 @@ import yaml
 import checkpoint
 import optim
 import train
-from conftest import BYT5_NAME, REPO, TINY_TEXTS, as_argv, load_script, write_tone_corpus
+from conftest import BYT5_NAME, REPO, TINY_TEXTS, as_argv
 from metric import read_metrics
 
 
@@ -197,23 +197,16 @@ def test_stacked_muon_matches_torch_muon(adjust_lr_fn):
                        stacked.state[params["ours"][0]]["momentum_buffer"])
 
 
-def test_evaluates_by_the_training_clock_and_keeps_test_mels(tiny_overrides, tmp_path,
-                                                            monkeypatch):
+def test_evaluates_by_the_training_clock_and_keeps_test_mels(tiny_overrides,
+                                                            tiny_dataset_with_test, monkeypatch):
     """eval_interval_seconds: an evaluation at the first step past each multiple of the training
     time (the speedrun's clock), and one at the end, each with the val mels and the test
     split's. A fake clock makes every step last 0.1 s (the clock reads twice a step)."""
-    splits = ["train"] * 7 + ["val", "val", "test"]
-    (tmp_path / "splits.tsv").write_text("id\tsplit\n" + "".join(
-        f"TT001-{i:04d}\t{split}\n" for i, split in enumerate(splits)))
-    data = str(tmp_path / "data")
-    load_script("prepare_ljspeech").prepare(
-        data, src=write_tone_corpus(str(tmp_path / "src"), TINY_TEXTS), workers=1,
-        split_file=str(tmp_path / "splits.tsv"))
     ticks = iter(range(10 ** 6))
     monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: 0.1 * next(ticks)))
-    run = {**tiny_overrides, "data_dir": data, "max_steps": 12, "eval_interval_seconds": 0.33,
-           "eval_prompts": "val", "eval_num_samples": 0, "eval_steps": 2, "eval_keep_test": True,
-           "eval_asr": "none", "eval_vocoder": "none"}
+    run = {**tiny_overrides, "data_dir": tiny_dataset_with_test, "max_steps": 12,
+           "eval_interval_seconds": 0.33, "eval_prompts": "val", "eval_num_samples": 0,
+           "eval_steps": 2, "eval_keep_test": True, "eval_asr": "none", "eval_vocoder": "none"}
     train.main(as_argv(run))
     evals = [r for r in read_metrics(run["out_dir"]) if "eval/train_seconds" in r]
     assert [r["step"] for r in evals] == [4, 7, 10, 12]
