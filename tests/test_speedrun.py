@@ -85,3 +85,36 @@ def test_a_run_off_the_protocol_is_refused(tiny_run, tmp_path):
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**settings, "eval_cfg_scale": 2.0}))
     with pytest.raises(benchmark.BenchmarkError, match="eval_cfg_scale is 2.0; the protocol says 1.0"):
         speedrun.check_protocol(str(tmp_path / "run"), TINY)
+
+
+def test_floors_score_transcripts_already_written_without_hearing_them_again(
+        tmp_path, monkeypatch, tiny_dataset_with_test):
+    """A floor run cut short keeps its transcripts; the next run scores them from their text
+    (no vocoder, no Whisper) and writes floors.json with their corpus WER."""
+    from data import PreparedDataset
+    dataset = PreparedDataset(tiny_dataset_with_test)
+    for split in ("val", "test"):
+        ids = [dataset.ids[r] for r in dataset.rows(split, 10 ** 9, 10 ** 9)]
+        texts = [dataset.texts[r] for r in dataset.rows(split, 10 ** 9, 10 ** 9)]
+        for vocoder in speedrun.FLOOR_VOCODERS:
+            folder = tmp_path / split / vocoder
+            folder.mkdir(parents=True)
+            for model in speedrun.FLOOR_ASRS:
+                # every transcript drops the first word of its text: one deletion each
+                rows = [{"id": pid, "hypothesis": text.split(" ", 1)[1]}
+                        for pid, text in zip(ids, texts)]
+                (folder / f"{model}.jsonl").write_text(
+                    "".join(json.dumps(row) + "\n" for row in rows))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached floor was heard again")
+    monkeypatch.setattr("audio.load_vocoder", refuse)
+    monkeypatch.setattr("evaluator.load_asr", refuse)
+    result = speedrun.floors(tiny_dataset_with_test, str(tmp_path), TINY)
+    rescored = [json.loads(line) for line in
+                (tmp_path / "val" / "hifigan-universal" / "base.jsonl").read_text().splitlines()]
+    assert [row["deletions"] for row in rescored] == [1, 1]
+    val_words = sum(row["ref_words"] for row in rescored)
+    assert result["val"]["hifigan-universal"]["base"] == pytest.approx(2 / val_words)
+    written = json.loads((tmp_path / "floors.json").read_text())
+    assert written["floors"] == result
