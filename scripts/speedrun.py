@@ -185,6 +185,14 @@ def score_points(run_dir: str, vocoder, asr, dataset) -> list[dict]:
     return sorted(points, key=lambda p: p["train_seconds"])
 
 
+def run_date(records: list[dict]) -> str:
+    """The UTC day the run started (a record is often written on a later day)."""
+    started = records[0].get("time") if records else None
+    if started is None:
+        return datetime.date.today().isoformat()
+    return datetime.datetime.fromtimestamp(started, datetime.timezone.utc).date().isoformat()
+
+
 def make_record(run_dir: str, floors_file: str, name: str, recipe: str, command: str,
                 protocol=PROTOCOL, commit: str = "") -> dict:
     config = check_protocol(run_dir, protocol)
@@ -201,7 +209,7 @@ def make_record(run_dir: str, floors_file: str, name: str, recipe: str, command:
     folder = os.path.join(run_dir, "eval", f"step_{chosen['step']}")
     test = score_mels(os.path.join(folder, "test", "mels.npz"),
                       os.path.join(folder, "test", "scored"), vocoder, asr, dataset)
-    return {"date": datetime.date.today().isoformat(), "device": info.get("device", "unknown"),
+    return {"date": run_date(records), "device": info.get("device", "unknown"),
             "commit": commit or info.get("git_revision", "unknown"), "name": name,
             "recipe": recipe,
             "seed": config["seed"], "reached": hit is not None,
