@@ -122,4 +122,4 @@ def test_floors_score_transcripts_already_written_without_hearing_them_again(
 
 def test_a_record_is_dated_by_the_day_its_run_started():
     started = [{"step": 0, "time": 1796169000.0}, {"step": 50, "time": 1796175000.0}]
-    assert speedrun.run_date(started) == "2026-12-01"  # 23:10 UTC; the last log is 00:50
+    assert speedrun.run_date(started) == "2026-12-01"  # 23:50 UTC; the last log is 01:30 the next day
