@@ -48,6 +48,8 @@ VARIANTS = {
     "compile_b16": {"compile": True, "batch_size": 16},
     "compile_b32": {"compile": True, "batch_size": 32},
     "compile_b64": {"compile": True, "batch_size": 64},
+    # The decoder's head shape: 8 heads of 128 instead of the config's (4 of 256 by default).
+    "compile_h8": {"compile": True, "decoder_n_head": 8},
     "eager_fp32": {"compile": False, "dtype": "fp32"},
 }
 
@@ -122,10 +124,12 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
         useful, padded = useful + out.useful_frames, padded + out.padded_frames
     synchronize(device)
     seconds = time.time() - start
+    profiled = {}
     if profile_steps:
         count = iter(range(warmup + steps, warmup + steps + profile_steps))
-        profile(lambda: trainer.step(batches, lr_at(next(count), cfg)), profile_steps, device,
-                f"train {cfg.optimizer} compile={cfg.compile} batch={cfg.batch_size}")
+        profiled = profile(lambda: trainer.step(batches, lr_at(next(count), cfg)), profile_steps,
+                           device, f"train {cfg.optimizer} compile={cfg.compile} "
+                                   f"batch={cfg.batch_size} heads={cfg.decoder_n_head}")
     useful = float(useful)
     lengths = dataset.n_frames[rows]
     text_tokens = float(np.mean([len(t.encode()) + 1 for t in dataset.texts]))
@@ -137,12 +141,24 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
             "mfu": round(tflops / peak_tflops, 4), "warmup_s": round(warmup_s, 1),
             "utterances_per_step": cfg.batch_size * trainer.accum,
             "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            if device.type == "cuda" else None}
+            if device.type == "cuda" else None, **profiled}
 
 
-def profile(run_once, times: int, device, label: str) -> None:
+def loss_curve(cfg, dataset: PreparedDataset, device, steps: int) -> dict:
+    """The flow loss of the first `steps` optimizer steps of a fresh run (cfg.seed: the same
+    weights and batches for every code version), read once at the end: two versions of the
+    code that compute the same function give curves within bf16 noise of each other."""
+    trainer = Trainer(cfg, dataset, 1, device)
+    trainer.wrap()
+    batches = BatchStream(dataset, list(range(len(dataset))), cfg).iterate(0, 0)
+    losses = [trainer.step(batches, lr_at(step, cfg)).flow_loss for step in range(steps)]
+    return {"mode": "losses", "steps": steps, "flow_loss": torch.stack(losses).tolist()}
+
+
+def profile(run_once, times: int, device, label: str) -> dict:
     """Where the time goes: the top operators by GPU time and by CPU time, and how busy the GPU
-    was (a GPU idle between kernels means the CPU cannot launch them fast enough)."""
+    was (a GPU idle between kernels means the CPU cannot launch them fast enough). Returns the
+    record's part: wall and kernel ms per call by kind of kernel, and the GPU's busy share."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
@@ -163,9 +179,12 @@ def profile(run_once, times: int, device, label: str) -> None:
         category = kernel_category(e.key)
         by_category[category] = by_category.get(category, 0) + e.self_device_time_total
     busy = sum(by_category.values()) / wall_us
+    kernel_ms = {k: round(v / times / 1e3, 2) for k, v in
+                 sorted(by_category.items(), key=lambda kv: -kv[1])}
     print(f"profile {label}: {wall_us / times / 1e3:.1f} ms per call, GPU busy {busy:.0%}; "
-          "kernel ms per call: " + ", ".join(f"{k} {v / times / 1e3:.1f}" for k, v in
-                                             sorted(by_category.items(), key=lambda kv: -kv[1])))
+          "kernel ms per call: " + ", ".join(f"{k} {v:.1f}" for k, v in kernel_ms.items()))
+    return {"profile_ms_per_call": round(wall_us / times / 1e3, 2),
+            "profile_gpu_busy": round(busy, 3), "profile_kernel_ms": kernel_ms}
 
 
 def kernel_category(name: str) -> str:
@@ -321,6 +340,9 @@ def main() -> None:
     parser.add_argument("--utterances", type=positive, default=2048)
     parser.add_argument("--texts", default=os.path.join(REPO, "..", "shared", "data",
                                                          "ljspeech_text", "metadata.csv"))
+    parser.add_argument("--loss_steps", type=count, default=0,
+                        help="also record each variant's flow loss over this many steps of a "
+                             "fresh run (same seed), to overlay two versions of the code")
     parser.add_argument("--profile", type=count, default=0,
                         help="profile this many training steps of each variant, and this many "
                              "samplings (with the vocoder) of each batch and NFE")
@@ -361,11 +383,14 @@ def main() -> None:
             for name in args.variants:
                 cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
                                               "out_dir": root}, f"variant {name}")
-                emit({"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
-                      "optimizer": cfg.optimizer, "cache_text_features": cfg.cache_text_features,
-                      "bucket_batches": cfg.bucket_batches,
-                      **bench_train(cfg, dataset, device, args.warmup, args.steps, args.peak_tflops,
-                                   args.profile)})
+                about = {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
+                         "optimizer": cfg.optimizer, "decoder_n_head": cfg.decoder_n_head,
+                         "cache_text_features": cfg.cache_text_features,
+                         "bucket_batches": cfg.bucket_batches}
+                emit({**about, **bench_train(cfg, dataset, device, args.warmup, args.steps,
+                                             args.peak_tflops, args.profile)})
+                if args.loss_steps:
+                    emit({**about, **loss_curve(cfg, dataset, device, args.loss_steps)})
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
         if args.mode in ("sample", "all"):

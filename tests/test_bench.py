@@ -38,3 +38,19 @@ def test_profile_sorts_kernels_by_the_work_they_do():
     assert category("triton_poi_fused__scaled_dot_product_cudnn_attention__to_copy_3") == \
         "fused elementwise"
     assert category("void at::native::vectorized_elementwise_kernel<4>") == "other"
+
+
+def test_loss_curve_replays_the_same_run_for_the_same_seed(tiny_overrides, tmp_path):
+    """--loss_steps overlays two versions of the code: on one version the curve must be the
+    same number for number, so any difference between versions comes from the code."""
+    bench = load_script("bench")
+    dataset = PreparedDataset(bench.synthetic_dataset(
+        str(tmp_path), bench.ljspeech_texts(None, 16, seed=0), seed=0))
+    overrides = {**tiny_overrides, "batch_size": 4, "effective_batch_size": 4,
+                 "mel_mean": -5.5, "mel_std": 2.0}
+    curve = lambda seed: bench.loss_curve(config_lib.load_config(None, {**overrides, "seed": seed}),
+                                          dataset, torch.device("cpu"), 4)["flow_loss"]
+    first, again, other_seed = curve(0), curve(0), curve(1)
+    assert len(first) == 4 and all(0 < loss < 10 for loss in first)
+    assert first == again
+    assert first != other_seed
