@@ -118,10 +118,13 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
         trainer.step(batches, lr_at(step, cfg))
         synchronize(device)  # so the bar shows each step's time, compilation included
     warmup_s, useful, padded = time.time() - t_compile, 0, 0
+    marks = StepMarks(device, steps)
     start = time.time()
     for step in range(warmup, warmup + steps):
+        marks.record()
         out = trainer.step(batches, lr_at(step, cfg))
         useful, padded = useful + out.useful_frames, padded + out.padded_frames
+    marks.record()
     synchronize(device)
     seconds = time.time() - start
     profiled = {}
@@ -141,7 +144,33 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
             "mfu": round(tflops / peak_tflops, 4), "warmup_s": round(warmup_s, 1),
             "utterances_per_step": cfg.batch_size * trainer.accum,
             "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            if device.type == "cuda" else None, **profiled}
+            if device.type == "cuda" else None, **marks.spread(), **profiled}
+
+
+class StepMarks:
+    """A CUDA event on the stream at each timed step's start: the intervals between them are
+    each step's span on the GPU's timeline, idle gaps included, without a sync in the loop. A
+    median well under the mean says a few steps stall (a new shape's first kernel plan)."""
+
+    def __init__(self, device, steps: int):
+        cuda = device.type == "cuda"
+        event = lambda: torch.cuda.Event(enable_timing=True)
+        self.events = [event() for _ in range(steps + 1)] if cuda else []
+        self.next = 0
+
+    def record(self) -> None:
+        if self.events:
+            self.events[self.next].record()
+            self.next += 1
+
+    def spread(self) -> dict:
+        """After a sync: median, 90th percentile and max step ms (none on a CPU)."""
+        if not self.events:
+            return {}
+        ms = [a.elapsed_time(b) for a, b in zip(self.events, self.events[1:])]
+        return {"step_ms_median": round(float(np.median(ms)), 2),
+                "step_ms_p90": round(float(np.percentile(ms, 90)), 2),
+                "step_ms_max": round(max(ms), 2)}
 
 
 def loss_curve(cfg, dataset: PreparedDataset, device, steps: int) -> dict:
@@ -200,15 +229,20 @@ def kernel_category(name: str) -> str:
                                                          "conv")) else "other"
 
 
+VOCODER_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: float,
-                 seconds: float, repeats: int, device, profile_calls: int = 0) -> dict:
-    """RTF of sampling `batch` prompts of `seconds` each (oracle length: no duration noise)."""
+                 seconds: float, repeats: int, device, profile_calls: int = 0,
+                 vocoder_dtype: str = "fp32") -> dict:
+    """RTF of sampling `batch` prompts of `seconds` each (oracle length: no duration noise).
+    vocoder_dtype fp16/bf16: the vocoder runs under that autocast (its weights stay fp32)."""
     texts = ["Printing, in the only sense with which we are at present concerned."] * batch
     frames = [int(seconds * audio.FRAMES_PER_SECOND)] * batch
 
     def run():
         mel, _ = model.sample(texts, steps=steps, cfg_scale=cfg_scale, n_frames=frames)
-        return vocoder(mel.transpose(1, 2)) if vocoder is not None else mel
+        return vocode(vocoder, mel, vocoder_dtype, device) if vocoder is not None else mel
 
     for _ in range(2):  # warm-up: compilation, cuDNN autotuning
         run()
@@ -222,7 +256,25 @@ def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: flo
         profile(run, profile_calls, device, f"sample batch={batch} steps={steps}")
     return {"mode": "sample", "batch": batch, "steps": steps, "cfg_scale": cfg_scale,
             "vocoder": vocoder.name if vocoder is not None else "none",
+            "vocoder_dtype": vocoder_dtype if vocoder is not None else None,
             "rtf": round(rtf, 5), "x_real_time": round(1 / rtf, 1)}
+
+
+def vocode(vocoder, mel: torch.Tensor, dtype: str, device) -> torch.Tensor:
+    """mel (b, n, m) -> audio (b, s) on the CPU, the vocoder under autocast to `dtype`."""
+    with torch.autocast(device.type, dtype=VOCODER_DTYPES[dtype] or torch.float32,
+                        enabled=VOCODER_DTYPES[dtype] is not None):
+        return vocoder(mel.transpose(1, 2))
+
+
+def vocoder_error(model: FlowTTS, vocoder, dtype: str, device) -> dict:
+    """How far the vocoder's audio under autocast `dtype` is from its fp32 audio, on one
+    sampled mel: relative L2 error of the waveform (what faster vocoding costs in fidelity)."""
+    mel, _ = model.sample(["Printing, in the only sense with which we are at present "
+                           "concerned."], steps=8, n_frames=[int(6.57 * audio.FRAMES_PER_SECOND)])
+    reference, fast = vocode(vocoder, mel, "fp32", device), vocode(vocoder, mel, dtype, device)
+    return {"mode": "vocoder_error", "vocoder": vocoder.name, "vocoder_dtype": dtype,
+            "wav_rel_l2": float(f"{((fast - reference).norm() / reference.norm()).item():.2e}")}
 
 
 def bench_attention(cfg, device, batch: int, frames: int, text_tokens: int, seed: int) -> list:
@@ -326,6 +378,40 @@ def variant_names(text: str) -> list[str]:
     return text.split(",")
 
 
+def sampling_records(args, base, device):
+    """The sampling records: for each decoder weights, the vocoder's error under each autocast
+    dtype, then for each batch and NFE the RTF mel only and with the vocoder in each dtype."""
+    cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
+    vocoder = audio.load_vocoder(args.vocoder, str(device))
+    for weights in args.sample_weights.split(","):
+        model = FlowTTS(cfg).to(device).eval()
+        cast = weights == "bf16" and model.samples_in_bf16
+        if cast:
+            model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
+        if cfg.compile:
+            model.compile_decoder(sampling=True)
+        about = {"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32"}
+        for dtype in args.vocoder_dtypes:
+            if dtype != "fp32" and vocoder.name != "griffinlim":
+                yield {**about, **vocoder_error(model, vocoder, dtype, device)}
+        for batch in args.sample_batches:
+            for steps in args.sample_steps:
+                runs = [(None, "fp32")] + [(vocoder, dtype) for dtype in args.vocoder_dtypes]
+                for voc, dtype in runs:
+                    profile_calls = args.profile if voc is not None else 0
+                    yield {**about, **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
+                                                   profile_calls, dtype)}
+
+
+def vocoder_dtypes(text: str) -> list[str]:
+    """--vocoder_dtypes: a comma list of VOCODER_DTYPES' names."""
+    unknown = [name for name in text.split(",") if name not in VOCODER_DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown vocoder dtype(s) {', '.join(unknown)}; "
+                                         f"choose from {', '.join(VOCODER_DTYPES)}")
+    return text.split(",")
+
+
 def main() -> None:
     parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
     count, positive = checks.flag(checks.COUNT), checks.flag(checks.POSITIVE_COUNT)
@@ -351,6 +437,8 @@ def main() -> None:
     parser.add_argument("--sample_batches", type=checks.flag(checks.POSITIVE_COUNT, many=True),
                         default="1,32")
     parser.add_argument("--vocoder", default="hifigan")
+    parser.add_argument("--vocoder_dtypes", type=vocoder_dtypes, default="fp32",
+                        help="a comma list of fp32, fp16, bf16: the vocoder under that autocast")
     parser.add_argument("--sample_weights", default="bf16", choices=("bf16", "fp32", "fp32,bf16"),
                         help="decoder Linear weights when sampling on a GPU (bf16: as sample.py)")
     parser.add_argument("--peak_tflops", type=checks.flag(checks.Limit(float, 0, low_open=True)),
@@ -394,24 +482,8 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
         if args.mode in ("sample", "all"):
-            cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
-            vocoder = audio.load_vocoder(args.vocoder, str(device))
-            for weights in args.sample_weights.split(","):
-                model = FlowTTS(cfg).to(device).eval()
-                cast = weights == "bf16" and model.samples_in_bf16
-                if cast:
-                    model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
-                if cfg.compile:
-                    model.compile_decoder(sampling=True)
-                for batch in args.sample_batches:
-                    for steps in args.sample_steps:
-                        for voc in (None, vocoder):
-                            profile_calls = args.profile if voc is not None else 0
-                            emit({"compile": cfg.compile,
-                                  "decoder_weights": "bf16" if cast else "fp32",
-                                  **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
-                                                 profile_calls)})
-
+            for record in sampling_records(args, base, device):
+                emit(record)
 
 if __name__ == "__main__":
     main()
