@@ -1,5 +1,9 @@
-"""scripts/bench.py on CPU: the training benchmark warms up over one epoch before it times,
-and its profile sorts GPU kernels by the work they do."""
+"""scripts/bench.py on CPU: the training benchmark warms up over one epoch before it times, its
+profile sorts GPU kernels by the work they do, its loss curves replay a seed, and its vocoder
+runs under the autocast asked for."""
+import argparse
+
+import pytest
 import torch
 
 import config as config_lib
@@ -54,3 +58,25 @@ def test_loss_curve_replays_the_same_run_for_the_same_seed(tiny_overrides, tmp_p
     assert len(first) == 4 and all(0 < loss < 10 for loss in first)
     assert first == again
     assert first != other_seed
+
+
+def test_vocoder_dtypes_run_the_vocoder_under_that_autocast_only():
+    bench = load_script("bench")
+    seen = []
+
+    class Recorder:
+        name = "recorder"
+
+        def __call__(self, mel):  # (b, m, n), as audio.Vocoder takes it
+            seen.append((tuple(mel.shape), torch.is_autocast_enabled("cpu"),
+                         torch.get_autocast_dtype("cpu")))
+            return mel.sum(1)
+
+    mel = torch.randn(2, 10, 80)  # (b, n, m), as the sampler returns it
+    for dtype in ("bf16", "fp32"):
+        bench.vocode(Recorder(), mel, dtype, torch.device("cpu"))
+    assert seen[0] == ((2, 80, 10), True, torch.bfloat16)
+    assert seen[1][:2] == ((2, 80, 10), False)  # fp32: no autocast at all
+    assert bench.vocoder_dtypes("fp32,fp16") == ["fp32", "fp16"]
+    with pytest.raises(argparse.ArgumentTypeError, match="fp8"):
+        bench.vocoder_dtypes("fp32,fp8")
