@@ -4,7 +4,7 @@
     python scripts/bench.py --mode train --variants eager,compile --steps 30
     python scripts/bench.py --mode attention --out X.jsonl   # the attention kernels alone (GPU)
 
-Training goes through train.Trainer.step (collation from a memmap, the feature cache,
+Training goes through trainer.Trainer.step (collation from a memmap, the feature cache,
 forward/backward, clipping, the optimizer) on a synthetic prepared dataset whose lengths
 follow LJSpeech (from its real texts at ~15.2 characters per second: 1-10 s, mean ~6.6 s),
 with random weights and random mels. Records: useful (non-pad) frames/s, padding, step ms,
@@ -34,7 +34,7 @@ import config as config_lib  # noqa: E402
 from data import BatchStream, PreparedDataset  # noqa: E402
 from model import FlowTTS, decoder_flops_per_frame  # noqa: E402
 from optim import lr_at  # noqa: E402
-from train import Trainer  # noqa: E402
+from trainer import Trainer  # noqa: E402
 
 # Training variants: name -> config overrides. "eager" is the baseline.
 VARIANTS = {
@@ -297,7 +297,8 @@ def cuda_ms(run, repeats: int = 30) -> float:
     return float(np.median(times))
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
+    """(the bench's own arguments, the rest: --key value config overrides)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/ljspeech.yaml")
     parser.add_argument("--out", required=True, help="JSONL file to append records to")
@@ -320,7 +321,50 @@ def main() -> None:
                         help="decoder Linear weights when sampling on a GPU (bf16: as sample.py)")
     parser.add_argument("--peak_tflops", type=float, default=790.0,
                         help="bf16 dense matmul rate measured on an H100 SXM")
-    args, overrides = parser.parse_known_args()  # the rest: --key value config overrides
+    args, overrides = parser.parse_known_args()
+    if args.mode == "attention" and not torch.cuda.is_available():
+        parser.error("--mode attention times CUDA kernels: it needs a GPU")
+    return args, overrides
+
+
+def train_records(args, base, device, root: str):
+    """One record per training variant, on a synthetic dataset in root."""
+    texts = ljspeech_texts(args.texts, args.utterances, base.seed)
+    dataset = PreparedDataset(synthetic_dataset(root, texts, base.seed))
+    for name in args.variants.split(","):
+        cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
+                                      "out_dir": root}, f"variant {name}")
+        yield {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
+               "optimizer": cfg.optimizer, "cache_text_features": cfg.cache_text_features,
+               "bucket_batches": cfg.bucket_batches,
+               **bench_train(cfg, dataset, device, args.warmup, args.steps, args.peak_tflops,
+                             args.profile)}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def sample_records(args, base, device):
+    """One record per decoder weight type x batch x NFE x (mel only, with the vocoder)."""
+    cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
+    vocoder = audio.load_vocoder(args.vocoder, str(device))
+    for weights in args.sample_weights.split(","):
+        model = FlowTTS(cfg).to(device).eval()
+        cast = weights == "bf16" and model.samples_in_bf16
+        if cast:
+            model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
+        if cfg.compile:
+            model.compile_decoder(sampling=True)
+        for batch in map(int, args.sample_batches.split(",")):
+            for steps in map(int, args.sample_steps.split(",")):
+                for voc in (None, vocoder):
+                    profile_calls = args.profile if voc is not None else 0
+                    yield {"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32",
+                           **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
+                                          profile_calls)}
+
+
+def main() -> None:
+    args, overrides = parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     base = config_lib.load_config(args.config, config_lib.parse_overrides(overrides))
     common = device_record(device, args.config)
@@ -333,42 +377,15 @@ def main() -> None:
             f.write(json.dumps(record) + "\n")
 
     if args.mode == "attention":
-        if device.type != "cuda":
-            parser.error("--mode attention times CUDA kernels: it needs a GPU")
         for record in bench_attention(base, device, 32, 576, 128, base.seed):
             emit(record)
     with tempfile.TemporaryDirectory() as root:
         if args.mode in ("train", "all"):
-            texts = ljspeech_texts(args.texts, args.utterances, base.seed)
-            dataset = PreparedDataset(synthetic_dataset(root, texts, base.seed))
-            for name in args.variants.split(","):
-                cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
-                                              "out_dir": root}, f"variant {name}")
-                emit({"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
-                      "optimizer": cfg.optimizer, "cache_text_features": cfg.cache_text_features,
-                      "bucket_batches": cfg.bucket_batches,
-                      **bench_train(cfg, dataset, device, args.warmup, args.steps, args.peak_tflops,
-                                   args.profile)})
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+            for record in train_records(args, base, device, root):
+                emit(record)
         if args.mode in ("sample", "all"):
-            cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
-            vocoder = audio.load_vocoder(args.vocoder, str(device))
-            for weights in args.sample_weights.split(","):
-                model = FlowTTS(cfg).to(device).eval()
-                cast = weights == "bf16" and model.samples_in_bf16
-                if cast:
-                    model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
-                if cfg.compile:
-                    model.compile_decoder(sampling=True)
-                for batch in map(int, args.sample_batches.split(",")):
-                    for steps in map(int, args.sample_steps.split(",")):
-                        for voc in (None, vocoder):
-                            profile_calls = args.profile if voc is not None else 0
-                            emit({"compile": cfg.compile,
-                                  "decoder_weights": "bf16" if cast else "fp32",
-                                  **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
-                                                 profile_calls)})
+            for record in sample_records(args, base, device):
+                emit(record)
 
 
 if __name__ == "__main__":
