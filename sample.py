@@ -20,7 +20,7 @@ import torch
 import audio
 import checkpoint
 from config import ConfigError, TrainConfig, check_sway
-from evaluator import sample_mels
+from evaluator import Sampling, sample_mels
 from model import FlowTTS
 
 
@@ -50,10 +50,9 @@ def output_paths(out: str, count: int) -> list[str]:
     return [f"{stem}_{i:03d}{ext or '.wav'}" for i in range(count)]
 
 
-def synthesize(model: FlowTTS, vocoder, texts: list[str], steps: int, cfg_scale: float,
-               seed: int, duration_scale: float = 1.0, batch_size: int = 8, sway: float = -1.0) -> list:
+def synthesize(model: FlowTTS, vocoder, texts: list[str], sampling: Sampling = Sampling()) -> list:
     """texts -> list of float32 waveforms, each as long as its predicted duration."""
-    mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale, sway=sway)
+    mels = sample_mels(model, texts, sampling)
     return [vocoder(mel.T[None])[0].numpy() for mel in mels]  # (n, m) -> (s,) = n * 256
 
 
@@ -114,8 +113,8 @@ def main(argv: list[str]) -> None:
     model = checkpoint.model_from_checkpoint(args.ckpt, args.device, compile=args.compile)
     texts = read_prompts(args, model.cfg.max_text_length)
     vocoder = audio.load_vocoder(args.vocoder, args.device)
-    waves = synthesize(model, vocoder, texts, args.steps, args.cfg_scale, args.seed,
-                       args.duration_scale, sway=args.sway)
+    sampling = Sampling(args.steps, args.cfg_scale, args.sway, args.seed, args.duration_scale)
+    waves = synthesize(model, vocoder, texts, sampling)
     for path, wave, text in zip(output_paths(args.out, len(texts)), waves, texts):
         audio.write_wav(path, wave)
         print(f"{path}: {len(wave) / audio.SAMPLE_RATE:.2f} s  {text[:60]!r}")

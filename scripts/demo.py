@@ -27,6 +27,7 @@ import audio  # noqa: E402
 import config as config_lib  # noqa: E402
 import evaluator  # noqa: E402
 import report  # noqa: E402
+from asr import load_asr  # noqa: E402
 from checkpoint import model_from_checkpoint  # noqa: E402
 from data import PreparedDataset  # noqa: E402
 from metric import read_metrics  # noqa: E402
@@ -61,13 +62,14 @@ def evaluate(cfg, run_dir: str, device: str, whisper: str, asr_name: str) -> dic
     val_rows = dataset.rows("val", cfg.block_size, cfg.max_text_length)[:len(train_rows)]
     model = model_from_checkpoint(os.path.join(run_dir, "latest.pt"), device)
     vocoder = audio.load_vocoder("auto", device)
-    asr = None if asr_name == "none" else evaluator.load_asr(asr_name, whisper)
+    asr = None if asr_name == "none" else load_asr(asr_name, whisper)
     results, rows = {}, []
     for name, subset in (("train", train_rows), ("heldout", val_rows)):
         prompts = [(dataset.ids[r], dataset.texts[r]) for r in subset]
         results[name] = evaluator.evaluate_texts(
-            model, prompts, os.path.join(ROOT, name), cfg.eval_steps, cfg.eval_cfg_scale,
-            vocoder, asr, seed=cfg.seed, gt_mels={dataset.ids[r]: dataset.mel(r) for r in subset})
+            model, prompts, os.path.join(ROOT, name), vocoder, asr,
+            evaluator.Sampling.from_config(cfg),
+            gt_mels={dataset.ids[r]: dataset.mel(r) for r in subset})
         with open(os.path.join(ROOT, name, "wer.jsonl")) as f:  # ids relative to ROOT
             rows += [{**row, "id": f"{name}/{row['id']}"} for row in map(json.loads, f)]
     results["floor"] = evaluator.resynth_floor(dataset, train_rows, vocoder, asr,

@@ -31,13 +31,14 @@ import torch  # noqa: E402
 
 import audio  # noqa: E402
 import evaluator  # noqa: E402
+from asr import ASRError, load_asr  # noqa: E402
 from checkpoint import CheckpointError, model_from_checkpoint  # noqa: E402
 from config import ConfigError, TrainConfig, check_sway  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
 from metric import MetricLogger  # noqa: E402
 
 SWEEP_KEYS = {"steps": int, "cfg_scale": float, "sway": float, "duration_scale": float, "seed": int}
-USER_ERRORS = (evaluator.EvalError, evaluator.ASRError, audio.VocoderError, CheckpointError,
+USER_ERRORS = (evaluator.EvalError, ASRError, audio.VocoderError, CheckpointError,
                DatasetError, audio.AudioError, ConfigError)
 
 
@@ -160,9 +161,9 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
         s = {**base, **change}
         tag = "_".join(f"{k}{v}" for k, v in change.items())
         out = os.path.join(args.out, "sweep", tag) if args.sweep else args.out
-        summary = evaluator.evaluate_texts(model, prompts, out, s["steps"], s["cfg_scale"], vocoder,
-                                           asr, s["seed"], args.batch_size, s["duration_scale"],
-                                           n_frames, gt_mels, sway=s["sway"])
+        sampling = evaluator.Sampling(batch_size=args.batch_size, **s)
+        summary = evaluator.evaluate_texts(model, prompts, out, vocoder, asr, sampling,
+                                           n_frames=n_frames, gt_mels=gt_mels)
         summary.update(extra, setting=change, dir=os.path.relpath(out, args.out))
         write_json(os.path.join(out, "summary.json"), summary)
         print(f"{tag or 'model'}: WER {pct(summary.get('wer'))} over {summary['n_prompts']} "
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
         dataset, rows = dataset_rows(args, model)
         vocoder = (None if args.vocoder == "none"
                    else audio.load_vocoder(args.vocoder, args.device, args.bigvgan_model))
-        asr = None if args.asr == "none" else evaluator.load_asr(args.asr, args.whisper)
+        asr = None if args.asr == "none" else load_asr(args.asr, args.whisper)
         floor = None
         if args.resynth:
             floor = evaluator.resynth_floor(dataset, rows, vocoder, asr,
@@ -205,8 +206,9 @@ def main(argv=None) -> int:
             prompts, mels, settings = evaluator.load_mels(args.mels)
             keep = evaluator.evenly_spaced(list(range(len(prompts))), args.num_samples)
             prompts, mels = [prompts[i] for i in keep], [mels[i] for i in keep]
-            summary = evaluator.voice_and_score(args.out, prompts, mels, vocoder, asr,
-                                                settings, time.time())
+            start = time.time()
+            summary = evaluator.voice_and_score(args.out, prompts, mels, vocoder, asr, settings)
+            summary["seconds"] = round(time.time() - start, 2)
             if dataset is not None and not settings.get("oracle_duration"):
                 summary["duration_error"] = evaluator.length_error(dataset, prompts, mels)
             write_json(os.path.join(args.out, "summary.json"), summary)

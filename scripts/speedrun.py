@@ -43,9 +43,9 @@ def protocol_argv(protocol=PROTOCOL) -> list[str]:
 def load_scorer(protocol):
     """(vocoder, asr) of the protocol, on the CPU."""
     import audio
-    import evaluator
+    from asr import load_asr
     return (audio.load_vocoder(protocol.vocoder, "cpu"),
-            evaluator.load_asr(protocol.asr, protocol.whisper_model))
+            load_asr(protocol.asr, protocol.whisper_model))
 
 
 def score_mels(path: str, out_dir: str, vocoder, asr, dataset) -> dict:
@@ -55,9 +55,10 @@ def score_mels(path: str, out_dir: str, vocoder, asr, dataset) -> dict:
 
     import evaluator
     prompts, mels, settings = evaluator.load_mels(path)
+    start = time.time()
     summary = evaluator.voice_and_score(out_dir, prompts, mels, vocoder, asr,
-                                        {"kind": "model samples", **settings}, time.time(),
-                                        report=False)
+                                        {"kind": "model samples", **settings}, report=False)
+    summary["seconds"] = round(time.time() - start, 2)
     summary["duration_error"] = evaluator.length_error(dataset, prompts, mels)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -72,6 +73,7 @@ def floors(data_dir: str, out_dir: str, protocol=PROTOCOL) -> dict:
     import audio
     import evaluator
     import torch
+    from asr import load_asr
     from data import PreparedDataset
     dataset = PreparedDataset(data_dir)
     result = {}
@@ -87,7 +89,7 @@ def floors(data_dir: str, out_dir: str, protocol=PROTOCOL) -> dict:
                     for r in rows]
             result[split][vocoder_name] = {}
             for model in FLOOR_ASRS:  # one vocoding, both recognizers
-                asr = evaluator.load_asr(protocol.asr, model)
+                asr = load_asr(protocol.asr, model)
                 scored, corpus = evaluator.score(prompts, asr.transcribe(wavs))
                 result[split][vocoder_name][model] = corpus["wer"]
                 os.makedirs(os.path.join(out_dir, split, vocoder_name), exist_ok=True)

@@ -46,7 +46,7 @@ def plot_durations(path: str, true_s: np.ndarray, pred_s: np.ndarray, title: str
 def draw_samples(model, dataset, rows, out_dir, steps, cfg_scale, seed) -> list[dict]:
     """Sample the rows' texts at their predicted lengths; one PNG each beside the truth."""
     texts = [dataset.texts[r] for r in rows]
-    mels = evaluator.sample_mels(model, texts, steps, cfg_scale, seed)  # (n, m) each
+    mels = evaluator.sample_mels(model, texts, evaluator.Sampling(steps, cfg_scale, seed=seed))
     samples = []
     for row, text, mel in zip(rows, texts, mels):
         image = f"{dataset.ids[row]}.png"

@@ -40,3 +40,23 @@ def test_load_wav_resamples_and_downmixes(tmp_path):
 def test_normalize_round_trip():
     x = torch.randn(2, 10, 80) * 2 - 5
     assert torch.allclose(audio.denormalize(audio.normalize(x, -5.5, 2.1), -5.5, 2.1), x, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["hifigan", "hifigan-universal", "griffinlim", "bigvgan"])
+def test_vocoder_output_is_frames_times_hop(name):
+    try:
+        vocoder = audio.load_vocoder(name)
+    except audio.VocoderError as exc:
+        pytest.skip(f"{name} cannot be loaded here: {exc}")
+    wav = audio.load_wav(os.path.join(LJ_MINI, "wavs", "LJ001-0002.wav"))
+    mel = audio.log_mel(torch.from_numpy(wav))[:, :75]  # (m, n)
+    out = vocoder(torch.stack([mel, mel.flip(1)]))  # (b, m, n) -> (b, s)
+    assert out.shape[0] == 2 and abs(out.shape[1] - 75 * audio.HOP_LENGTH) <= audio.HOP_LENGTH
+    assert out.dtype == torch.float32 and out.abs().max() <= 1.0
+    assert out.abs().mean() > 1e-3  # speech, not silence
+    assert audio.load_vocoder(name) is vocoder  # loaded once per process
+
+
+def test_unknown_vocoder_is_a_clear_error():
+    with pytest.raises(audio.VocoderError, match="unknown vocoder 'wavenet'"):
+        audio.load_vocoder("wavenet")

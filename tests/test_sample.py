@@ -95,9 +95,10 @@ def test_every_sampler_entry_point_uses_the_config_defaults():
     for args in (sample.parse_args(["--ckpt", "c", "--text", "t", "--out", "o"]),
                  eval_checkpoint.parse_args(["--ckpt", "c", "--prompts", "p", "--out", "o"])):
         assert {key: getattr(args, key) for key in wanted} == wanted
-    for function in (FlowTTS.sample, evaluator.sample_mels, evaluator.evaluate_texts,
-                     sample.synthesize):
-        parameters = inspect.signature(function).parameters
-        assert parameters["sway"].default == defaults.eval_sway, function.__name__
-    cfg_scale = inspect.signature(FlowTTS.sample).parameters["cfg_scale"]
-    assert cfg_scale.default == defaults.eval_cfg_scale
+    model_defaults = {key: inspect.signature(FlowTTS.sample).parameters[key].default
+                      for key in wanted}
+    assert model_defaults == wanted
+    sampling = evaluator.Sampling()  # what sample_mels, evaluate_texts and synthesize default to
+    assert {key: getattr(sampling, key) for key in wanted} == wanted
+    for function in (evaluator.sample_mels, evaluator.evaluate_texts, sample.synthesize):
+        assert inspect.signature(function).parameters["sampling"].default == sampling
