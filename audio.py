@@ -30,6 +30,10 @@ MEL_FMIN = 0.0
 MEL_FMAX = 8000.0
 LOG_CLAMP = 1e-5
 SILENCE_LOGMEL = math.log(LOG_CLAMP)  # log-mel of digital silence, about -11.51
+# Full-scale sines, square waves and noise peak at 2.43, LJSpeech at 2.10: no wav in [-1, 1]
+# has a log-mel above this. The vocoders read generated mels cut to [SILENCE_LOGMEL, this]
+# (as their output is cut to [-1, 1]): past 88, exp() overflows float32 in Griffin-Lim.
+LOGMEL_MAX = 4.0
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # about 86.13
 
 
@@ -51,15 +55,22 @@ def load_wav(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
-def write_wav(path: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write 16-bit PCM; written to a temp file and renamed so a reader never sees half a wav."""
+def write_wav(path: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
+              what: str = "") -> None:
+    """Write 16-bit PCM; written to a temp file and renamed so a reader never sees half a wav.
+    NaN or inf samples are an AudioError naming `what` (the prompt; default the path): as PCM
+    they would be a file of noise or silence that looks like a result."""
+    audio = np.asarray(audio, dtype=np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(audio)))
+    if bad:
+        raise AudioError(f"{what or path}: {bad} of {audio.size} generated samples are not "
+                         f"finite (NaN or inf); {path} not written")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".wav", dir=directory)
     os.close(fd)
     try:
-        sf.write(tmp, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), sample_rate,
-                 subtype="PCM_16")
+        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -128,9 +139,14 @@ class Vocoder:
         self.name, self.generate, self.device = name, generate, device
 
     @torch.no_grad()
-    def __call__(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """log_mel (b, m, n) or (m, n), not normalized -> float32 audio (b, s) on the CPU."""
+    def __call__(self, log_mel: torch.Tensor, what: str = "") -> torch.Tensor:
+        """log_mel (b, m, n) or (m, n), not normalized -> float32 audio (b, s) on the CPU. A
+        NaN or inf in it is an AudioError naming `what` (the prompt)."""
         log_mel = torch.as_tensor(log_mel).float()
+        if not bool(torch.isfinite(log_mel).all()):
+            raise AudioError(f"{what or 'log-mel'}: the generated log-mel is not finite (NaN or "
+                             f"inf); not vocoded")
+        log_mel = log_mel.clamp(SILENCE_LOGMEL, LOGMEL_MAX)
         if log_mel.dim() == 2:
             log_mel = log_mel[None]
         length = log_mel.shape[-1] * HOP_LENGTH

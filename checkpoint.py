@@ -52,6 +52,17 @@ def make_run_dir(run_dir: str) -> None:
         raise CheckpointError(f"run directory {run_dir} is not writable")
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as one short line: the strerror of the OSError behind it (torch turns a
+    failed write into a RuntimeError about stream positions), else its message's first line."""
+    cause = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__context__
+    if cause is not None and cause.strerror:
+        return cause.strerror
+    return (str(exc).splitlines() or [""])[0][:200]
+
+
 def check_finite(state: dict) -> None:
     """Refuse to save NaN/inf weights: they would replace the last good checkpoint."""
     for part in ("model", "ema"):
@@ -62,29 +73,43 @@ def check_finite(state: dict) -> None:
 
 
 def save(run_dir: str, state: dict, keep: int) -> str:
-    """Write `state` as run_dir/latest.pt atomically; keep the previous keep-1 as step_<N>.pt."""
+    """Write `state` as run_dir/latest.pt atomically; keep the previous keep-1 as step_<N>.pt.
+    A write that fails (a full disk, a quota) leaves no temp file and the old latest.pt whole,
+    and is a CheckpointError naming the path."""
     check_finite(state)
     os.makedirs(run_dir, exist_ok=True)
     latest, tmp = os.path.join(run_dir, LATEST), os.path.join(run_dir, f".{LATEST}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    try:  # the old one keeps a second name before the new one takes over
-        old_step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["step"]
-    except Exception:  # none yet, or damaged: nothing worth keeping
-        old_step = state["step"]
-    older = os.path.join(run_dir, f"step_{old_step:08d}.pt")
-    if old_step != state["step"] and not os.path.exists(older):
-        os.link(latest, older)
-    os.replace(tmp, latest)
-    _fsync_dir(run_dir)
+    try:
+        _write_and_swap(state, tmp, latest)
+    except BaseException as exc:  # Ctrl-C too: never leave the temp file behind
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, (OSError, RuntimeError)):  # torch reports a failed write as either
+            raise CheckpointError(f"cannot write {latest} (step {state['step']}): "
+                                  f"{first_line(exc)}; the previous one is unchanged") from None
+        raise
     for stale in glob.glob(os.path.join(run_dir, f".{LATEST}.tmp*")):  # left by a killed writer
         os.unlink(stale)
     for stale in candidates(run_dir)[keep:]:
         if os.path.basename(stale) != LATEST:
             os.unlink(stale)
     return latest
+
+
+def _write_and_swap(state: dict, tmp: str, latest: str) -> None:
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # a full disk may say so only here
+    try:  # the old one keeps a second name before the new one takes over
+        old_step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["step"]
+    except Exception:  # none yet, or damaged: nothing worth keeping
+        old_step = state["step"]
+    older = os.path.join(os.path.dirname(latest), f"step_{old_step:08d}.pt")
+    if old_step != state["step"] and not os.path.exists(older):
+        os.link(latest, older)
+    os.replace(tmp, latest)
+    _fsync_dir(os.path.dirname(latest))
 
 
 def candidates(run_dir: str) -> list[str]:
@@ -100,9 +125,8 @@ def load(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, unreadable or empty file
-        first_line = (str(exc).splitlines() or [""])[0][:200]
         raise CheckpointError(f"{path}: not a loadable checkpoint "
-                              f"({type(exc).__name__}: {first_line})") from None
+                              f"({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a checkpoint of this project (no model/config)")
     return state

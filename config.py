@@ -8,13 +8,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
+import unicodedata
 from dataclasses import dataclass, fields
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A user error in a config file or override: printed as one line, no traceback."""
+from checks import (COUNT, CFG_SCALE, FRACTION, POSITIVE_COUNT, SEED, STEPS, SWAY, ConfigError,
+                    Limit, check_number, shown)
 
 
 @dataclass
@@ -124,16 +124,30 @@ CHOICES = {
 FIXED = {"n_mels": 80, "sample_rate": 22050, "n_fft": 1024, "hop_length": 256,
          "win_length": 1024, "mel_f_min": 0.0, "mel_f_max": 8000.0,
          "text_encoder_trainable": False, "text_embedding_trainable": False}
-POSITIVE = ("block_size", "max_text_length", "batch_size", "grad_accum_steps", "max_steps",
-            "decoder_d_model", "decoder_n_layer", "decoder_n_head", "log_interval",
-            "save_interval", "val_interval", "eval_steps", "keep_checkpoints", "max_bad_steps",
-            "bucket_batches", "prefetch_factor")
-NON_NEGATIVE = ("overfit_first_n_samples", "num_workers", "silence_prob", "max_silence_sec",
-                "text_condition_dropout", "decoder_dropout", "lambda_duration",
-                "effective_batch_size", "lr", "min_lr", "weight_decay", "warmup_steps",
-                "lr_schedule_steps", "max_epochs", "max_train_seconds", "grad_clip",
-                "ema_decay", "eval_interval", "eval_interval_seconds", "eval_num_samples",
-                "eval_cfg_scale", "diffusion_train_steps")
+# Every number in TrainConfig, checked by checks.check_number. A log-mel lies in about
+# [-11.5, 3] (log 1e-5 to full scale), so its statistics are bounded too: a mel_std of 1e30
+# would make every generated mel infinite.
+LIMITS = {
+    "overfit_first_n_samples": COUNT, "block_size": POSITIVE_COUNT,
+    "max_text_length": POSITIVE_COUNT, "num_workers": COUNT, "prefetch_factor": POSITIVE_COUNT,
+    "bucket_batches": POSITIVE_COUNT, "mel_mean": Limit(float, -20, 20),
+    "mel_std": Limit(float, 0, 20, low_open=True), "silence_prob": FRACTION,
+    "max_silence_sec": Limit(float, 0, 60), "text_condition_dropout": FRACTION,
+    "decoder_d_model": POSITIVE_COUNT, "decoder_n_layer": POSITIVE_COUNT,
+    "decoder_n_head": POSITIVE_COUNT, "decoder_dropout": FRACTION,
+    "rope_theta": Limit(float, 0, low_open=True), "lambda_duration": Limit(float, 0),
+    "timestep_logit_mean": Limit(float), "timestep_logit_std": Limit(float, 0),
+    "diffusion_train_steps": COUNT, "batch_size": POSITIVE_COUNT,
+    "effective_batch_size": COUNT, "grad_accum_steps": POSITIVE_COUNT, "lr": Limit(float, 0),
+    "min_lr": Limit(float, 0), "weight_decay": Limit(float, 0), "warmup_steps": COUNT,
+    "max_steps": POSITIVE_COUNT, "lr_schedule_steps": COUNT, "max_epochs": COUNT,
+    "max_train_seconds": Limit(float, 0), "grad_clip": Limit(float, 0, low_open=True),
+    "max_bad_steps": POSITIVE_COUNT, "ema_decay": Limit(float, 0, 1, high_open=True),
+    "seed": SEED, "log_interval": POSITIVE_COUNT, "val_interval": POSITIVE_COUNT,
+    "save_interval": POSITIVE_COUNT, "keep_checkpoints": POSITIVE_COUNT, "eval_interval": COUNT,
+    "eval_interval_seconds": Limit(float, 0), "eval_num_samples": COUNT, "eval_steps": STEPS, "eval_cfg_scale": CFG_SCALE,
+    "eval_sway": SWAY,
+}
 
 
 def _field_types() -> dict[str, type]:
@@ -145,34 +159,33 @@ def coerce(key: str, value, kind) -> object:
     """Convert a YAML or command-line value to the field's type, or raise ConfigError."""
     optional = typing.get_origin(kind) is typing.Union
     base = typing.get_args(kind)[0] if optional else kind
+    where = f"config key {key!r}"
     if optional and (value is None or str(value).lower() in ("none", "null", "")):
         return None
-    try:
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).lower()
-            if text in ("true", "1", "yes", "on"):
-                return True
-            if text in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if base is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
-        if base is float:
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config key {key!r}: cannot read {value!r} as {base.__name__}") from None
+    if base in (int, float):
+        return check_number(where, value, LIMITS.get(key, Limit(base)))
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: cannot read {shown(value)} as bool")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        # a YAML list, map or null
+        raise ConfigError(f"{where}: expected a string, got {shown(value)}")
+    text = str(value)
+    control = sorted({repr(c) for c in text if unicodedata.category(c) == "Cc"})
+    if control:  # a NUL byte in a path is an error deep inside os, far from the key
+        raise ConfigError(f"{where}: contains control character(s) {', '.join(control)}")
+    return text
 
 
 def check_sway(sway: float, where: str) -> None:
-    """Sway bends the sampler's Euler time grid (model.FlowTTS.sample). Outside [-1, 1] the grid
-    is no longer monotone. The config, the CLIs and the model all check it here."""
-    if not -1 <= sway <= 1:
-        raise ConfigError(f"{where}: must be in [-1, 1], got {sway!r}")
+    """The model checks its own sway argument here (the config and the CLIs via LIMITS)."""
+    check_number(where, sway, SWAY)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -183,24 +196,13 @@ def validate(cfg: TrainConfig) -> None:
         if getattr(cfg, key) != fixed:
             raise ConfigError(f"config key {key!r}: must be {fixed!r} (fixed by the BigVGAN mel "
                               f"and the frozen encoder), got {getattr(cfg, key)!r}")
-    for key in POSITIVE:
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"config key {key!r}: must be > 0, got {getattr(cfg, key)!r}")
-    for key in NON_NEGATIVE:
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"config key {key!r}: must be >= 0, got {getattr(cfg, key)!r}")
-    for key in ("silence_prob", "text_condition_dropout", "decoder_dropout"):
-        if getattr(cfg, key) > 1:
-            raise ConfigError(f"config key {key!r}: must be in [0, 1], got {getattr(cfg, key)!r}")
+    for key, limit in LIMITS.items():  # values set in code (dataclasses.replace) come here too
+        if getattr(cfg, key) is not None:
+            check_number(f"config key {key!r}", getattr(cfg, key), limit)
     if cfg.eval_oracle_duration and cfg.eval_prompts not in ("overfit", "val"):
         raise ConfigError("config key 'eval_oracle_duration': needs eval_prompts overfit or val "
                           f"(true lengths are known only for the dataset's texts), got "
                           f"{cfg.eval_prompts!r}")
-    check_sway(cfg.eval_sway, "config key 'eval_sway'")
-    if cfg.ema_decay >= 1:
-        raise ConfigError(f"config key 'ema_decay': must be < 1, got {cfg.ema_decay!r}")
-    if cfg.mel_std is not None and cfg.mel_std <= 0:
-        raise ConfigError(f"config key 'mel_std': must be > 0, got {cfg.mel_std!r}")
     head_dim, rest = divmod(cfg.decoder_d_model, cfg.decoder_n_head)
     if rest or head_dim % 2:
         raise ConfigError(f"config keys 'decoder_d_model'/'decoder_n_head': {cfg.decoder_d_model}/"
@@ -210,7 +212,7 @@ def validate(cfg: TrainConfig) -> None:
 def apply(cfg: TrainConfig, values: dict, source: str) -> TrainConfig:
     """Return cfg with `values` applied; unknown keys raise ConfigError listing valid ones."""
     types = _field_types()
-    unknown = sorted(set(values) - set(types))
+    unknown = sorted(set(values) - set(types), key=str)  # YAML keys may be numbers too
     if unknown:
         raise ConfigError(f"{source}: unknown config key(s) {', '.join(map(repr, unknown))}; "
                           f"valid keys: {', '.join(types)}")
@@ -245,6 +247,8 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Train
                 values = yaml.safe_load(f) or {}
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except ValueError as exc:  # a NUL byte in the path
+            raise ConfigError(f"cannot read config file {path!r}: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: "
                               f"{' '.join(str(exc).split())}") from None  # one line

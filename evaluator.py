@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 import audio
 from asr import load_asr
+from checks import cut_to_limits
 from config import TrainConfig
 from report import write_report
 
@@ -143,9 +145,10 @@ def voice_and_score(out_dir, prompts, mels, vocoder, asr, settings: dict, gt_mel
     report.html; returns `settings` followed by the corpus WER and timings."""
     os.makedirs(out_dir, exist_ok=True)
     start, wavs = time.time(), []
-    for (pid, _), mel in zip(tqdm(prompts, desc=f"vocode {vocoder.name}", leave=False), mels):
-        wavs.append(vocoder(torch.as_tensor(mel).T[None])[0].numpy())  # (m, n) -> (s,)
-        audio.write_wav(os.path.join(out_dir, f"{pid}.wav"), wavs[-1])
+    for (pid, text), mel in zip(tqdm(prompts, desc=f"vocode {vocoder.name}", leave=False), mels):
+        what = f"prompt {pid} ({text[:60]!r})"
+        wavs.append(vocoder(torch.as_tensor(mel).T[None], what)[0].numpy())  # (m, n) -> (s,)
+        audio.write_wav(os.path.join(out_dir, f"{pid}.wav"), wavs[-1], what=what)
     summary = {**settings, "vocoder": vocoder.name,
                "vocode_seconds": round(time.time() - start, 2)}
     start = time.time()
@@ -175,10 +178,13 @@ def evaluate_texts(model, prompts, out_dir, vocoder, asr, sampling: Sampling = S
     gt_mels: {id: (n, m)} for the report."""
     start = time.time()
     mels = sample_mels(model, [t for _, t in prompts], sampling, n_frames)
+    lengths = None if n_frames is not None else [len(m) for m in mels]  # predicted: maybe cut
+    cuts = cut_to_limits(model.cfg, prompts, lengths)
     summary = {"kind": "model samples", "steps": sampling.steps, "cfg": sampling.cfg_scale,
                "sway": sampling.sway, "seed": sampling.seed,
                "duration_scale": sampling.duration_scale, "oracle_duration": n_frames is not None,
-               "sample_seconds": round(time.time() - start, 2), "n_prompts": len(prompts)}
+               "sample_seconds": round(time.time() - start, 2), "n_prompts": len(prompts),
+               "cut_to_limits": cuts}
     save_mels(os.path.join(out_dir, "mels.npz"), prompts, mels, summary)
     if vocoder is not None:
         summary = voice_and_score(out_dir, prompts, mels, vocoder, asr, summary,
@@ -296,6 +302,9 @@ class InLoopEvaluator:
                 if self.test_prompts:
                     evaluate_texts(model, self.test_prompts, os.path.join(out_dir, "test"),
                                    None, None, Sampling.from_config(cfg))
+        except audio.AudioError as exc:  # non-finite samples: no wav, and training goes on
+            print(f"warning: evaluation at step {step}: {exc}", file=sys.stderr)
+            return {"eval/nonfinite_audio": 1}
         finally:
             model.train(was_training)
         keys = ("seconds", "n_prompts") + (("audio_seconds",) if self.vocoder else ()) + (

@@ -305,7 +305,7 @@ class FlowTTS(nn.Module):
     @torch.no_grad()
     def predict_frames(self, text_hidden, text_mask, duration_scale: float = 1.0):
         seconds = self.duration(text_hidden, text_mask).exp() * duration_scale
-        return (seconds * audio.FRAMES_PER_SECOND).round().long().clamp(1, self.cfg.block_size)
+        return (seconds * audio.FRAMES_PER_SECOND).round().clamp(1, self.cfg.block_size).long()
 
     @torch.no_grad()
     def sample(self, texts: list[str], steps: int = 32, cfg_scale: float = 2.0, seed: int = 0,

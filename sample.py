@@ -10,7 +10,6 @@ turns the log-mel into audio. With --text-file, one prompt per line; outputs are
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import unicodedata
@@ -19,7 +18,8 @@ import torch
 
 import audio
 import checkpoint
-from config import ConfigError, TrainConfig, check_sway
+import checks
+from config import ConfigError, TrainConfig
 from evaluator import Sampling, sample_mels
 from model import FlowTTS
 
@@ -53,22 +53,24 @@ def output_paths(out: str, count: int) -> list[str]:
 def synthesize(model: FlowTTS, vocoder, texts: list[str], sampling: Sampling = Sampling()) -> list:
     """texts -> list of float32 waveforms, each as long as its predicted duration."""
     mels = sample_mels(model, texts, sampling)
-    return [vocoder(mel.T[None])[0].numpy() for mel in mels]  # (n, m) -> (s,) = n * 256
+    return [vocoder(mel.T[None], f"prompt {text[:60]!r}")[0].numpy()  # (n, m) -> (s,) = n * 256
+            for mel, text in zip(mels, texts)]
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description="Synthesize speech from a checkpoint.")
+    parser = checks.ArgumentParser(description="Synthesize speech from a checkpoint.")
     parser.add_argument("--ckpt", required=True)
     prompt = parser.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--text")
     prompt.add_argument("--text-file", dest="text_file")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=TrainConfig.eval_steps)
-    parser.add_argument("--cfg_scale", type=float, default=TrainConfig.eval_cfg_scale)
-    parser.add_argument("--sway", type=float, default=TrainConfig.eval_sway,
+    parser.add_argument("--steps", type=checks.flag(checks.STEPS), default=TrainConfig.eval_steps)
+    parser.add_argument("--cfg_scale", type=checks.flag(checks.CFG_SCALE),
+                        default=TrainConfig.eval_cfg_scale)
+    parser.add_argument("--sway", type=checks.flag(checks.SWAY), default=TrainConfig.eval_sway,
                         help="time grid in [-1, 1]; < 0 puts more Euler steps near the noise end")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--duration_scale", type=float, default=1.0)
+    parser.add_argument("--seed", type=checks.flag(checks.SEED), default=0)
+    parser.add_argument("--duration_scale", type=checks.flag(checks.DURATION_SCALE), default=1.0)
     parser.add_argument("--vocoder", default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true",
@@ -91,13 +93,7 @@ def read_prompts(args, max_bytes: int) -> list[str]:
 
 
 def check_args(args) -> None:
-    if args.steps < 1:
-        raise PromptError(f"--steps must be >= 1, got {args.steps}")
-    if args.cfg_scale < 0:
-        raise PromptError(f"--cfg_scale must be >= 0, got {args.cfg_scale}")
-    check_sway(args.sway, "--sway")
-    if args.duration_scale <= 0:
-        raise PromptError(f"--duration_scale must be > 0, got {args.duration_scale}")
+    """The numbers were checked as they were parsed (checks.flag); this checks --out."""
     out_dir = os.path.dirname(os.path.abspath(args.out))
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -115,13 +111,16 @@ def main(argv: list[str]) -> None:
     vocoder = audio.load_vocoder(args.vocoder, args.device)
     sampling = Sampling(args.steps, args.cfg_scale, args.sway, args.seed, args.duration_scale)
     waves = synthesize(model, vocoder, texts, sampling)
+    prompts = [(str(i + 1), text) for i, text in enumerate(texts)]
+    checks.cut_to_limits(model.cfg, prompts, [len(wave) // audio.HOP_LENGTH for wave in waves])
     for path, wave, text in zip(output_paths(args.out, len(texts)), waves, texts):
-        audio.write_wav(path, wave)
+        audio.write_wav(path, wave, what=f"prompt {text[:60]!r}")
         print(f"{path}: {len(wave) / audio.SAMPLE_RATE:.2f} s  {text[:60]!r}")
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (PromptError, ConfigError, checkpoint.CheckpointError, OSError) as exc:
+    except (PromptError, ConfigError, checkpoint.CheckpointError, audio.AudioError,
+            OSError) as exc:
         sys.exit(f"error: {exc}")

@@ -375,5 +375,5 @@ if __name__ == "__main__":
     try:
         main(sys.argv[1:])
     except (config_lib.ConfigError, DatasetError, checkpoint.CheckpointError,
-            FloatingPointError) as exc:
+            FloatingPointError, OSError) as exc:  # OSError: a full disk writing the metrics
         sys.exit(f"error: {exc}")

@@ -30,6 +30,7 @@ from tqdm import tqdm
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import audio  # noqa: E402
+import checks  # noqa: E402
 import config as config_lib  # noqa: E402
 from data import BatchStream, PreparedDataset  # noqa: E402
 from model import FlowTTS, decoder_flops_per_frame  # noqa: E402
@@ -297,41 +298,57 @@ def cuda_ms(run, repeats: int = 30) -> float:
     return float(np.median(times))
 
 
-def parse_args() -> tuple[argparse.Namespace, list[str]]:
-    """(the bench's own arguments, the rest: --key value config overrides)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def variant_names(text: str) -> list[str]:
+    """--variants: a comma list of VARIANTS' names."""
+    unknown = [name for name in text.split(",") if name not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(map(repr, unknown))}; "
+                                         f"choose from {', '.join(VARIANTS)}")
+    return text.split(",")
+
+
+def parse_args():
+    """(the bench's own arguments, the config with the rest applied as --key value overrides)."""
+    parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
+    count, positive = checks.flag(checks.COUNT), checks.flag(checks.POSITIVE_COUNT)
     parser.add_argument("--config", default="configs/ljspeech.yaml")
     parser.add_argument("--out", required=True, help="JSONL file to append records to")
     parser.add_argument("--mode", choices=("train", "sample", "all", "attention"), default="all",
                         help="all: train and sample; attention: its kernels alone (GPU)")
-    parser.add_argument("--variants", default="eager,compile")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=None,
+    parser.add_argument("--variants", type=variant_names, default="eager,compile")
+    parser.add_argument("--steps", type=positive, default=20)
+    parser.add_argument("--warmup", type=count, default=None,
                         help="training steps before timing (default: one epoch)")
-    parser.add_argument("--utterances", type=int, default=2048)
+    parser.add_argument("--utterances", type=positive, default=2048)
     parser.add_argument("--texts", default=os.path.join(REPO, "..", "shared", "data",
                                                          "ljspeech_text", "metadata.csv"))
-    parser.add_argument("--profile", type=int, default=0,
+    parser.add_argument("--profile", type=count, default=0,
                         help="profile this many training steps of each variant, and this many "
                              "samplings (with the vocoder) of each batch and NFE")
-    parser.add_argument("--sample_steps", default="16,32,50")
-    parser.add_argument("--sample_batches", default="1,32")
+    parser.add_argument("--sample_steps", type=checks.flag(checks.STEPS, many=True),
+                        default="16,32,50")
+    parser.add_argument("--sample_batches", type=checks.flag(checks.POSITIVE_COUNT, many=True),
+                        default="1,32")
     parser.add_argument("--vocoder", default="hifigan")
     parser.add_argument("--sample_weights", default="bf16", choices=("bf16", "fp32", "fp32,bf16"),
                         help="decoder Linear weights when sampling on a GPU (bf16: as sample.py)")
-    parser.add_argument("--peak_tflops", type=float, default=790.0,
+    parser.add_argument("--peak_tflops", type=checks.flag(checks.Limit(float, 0, low_open=True)),
+                        default=790.0,
                         help="bf16 dense matmul rate measured on an H100 SXM")
     args, overrides = parser.parse_known_args()
     if args.mode == "attention" and not torch.cuda.is_available():
         parser.error("--mode attention times CUDA kernels: it needs a GPU")
-    return args, overrides
+    try:
+        return args, config_lib.load_config(args.config, config_lib.parse_overrides(overrides))
+    except config_lib.ConfigError as exc:
+        parser.error(str(exc))
 
 
 def train_records(args, base, device, root: str):
     """One record per training variant, on a synthetic dataset in root."""
     texts = ljspeech_texts(args.texts, args.utterances, base.seed)
     dataset = PreparedDataset(synthetic_dataset(root, texts, base.seed))
-    for name in args.variants.split(","):
+    for name in args.variants:
         cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
                                       "out_dir": root}, f"variant {name}")
         yield {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
@@ -354,8 +371,8 @@ def sample_records(args, base, device):
             model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
         if cfg.compile:
             model.compile_decoder(sampling=True)
-        for batch in map(int, args.sample_batches.split(",")):
-            for steps in map(int, args.sample_steps.split(",")):
+        for batch in args.sample_batches:
+            for steps in args.sample_steps:
                 for voc in (None, vocoder):
                     profile_calls = args.profile if voc is not None else 0
                     yield {"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32",
@@ -364,9 +381,8 @@ def sample_records(args, base, device):
 
 
 def main() -> None:
-    args, overrides = parse_args()
+    args, base = parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    base = config_lib.load_config(args.config, config_lib.parse_overrides(overrides))
     common = device_record(device, args.config)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 

@@ -10,7 +10,6 @@ Stages (each reused when already done; `--fresh` starts over):
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -24,6 +23,7 @@ sys.path.insert(0, REPO)
 import torch  # noqa: E402
 
 import audio  # noqa: E402
+import checks  # noqa: E402
 import config as config_lib  # noqa: E402
 import evaluator  # noqa: E402
 import report  # noqa: E402
@@ -80,9 +80,10 @@ def evaluate(cfg, run_dir: str, device: str, whisper: str, asr_name: str) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fresh", action="store_true", help="delete .artifacts/demo first")
-    parser.add_argument("--n", type=int, default=200, help="corpus size (utterances)")
+    parser.add_argument("--n", type=checks.flag(checks.Limit(int, 20)), default=200,
+                        help="corpus size (utterances; it trains on 6, holds out about 10%%)")
     parser.add_argument("--whisper", default="base.en")
     parser.add_argument("--asr", default="auto", choices=("auto", "faster-whisper",
                                                           "openai-whisper", "none"),

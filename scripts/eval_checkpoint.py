@@ -31,19 +31,21 @@ import torch  # noqa: E402
 
 import audio  # noqa: E402
 import evaluator  # noqa: E402
+import checks  # noqa: E402
 from asr import ASRError, load_asr  # noqa: E402
 from checkpoint import CheckpointError, model_from_checkpoint  # noqa: E402
-from config import ConfigError, TrainConfig, check_sway  # noqa: E402
+from config import ConfigError, TrainConfig  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
 from metric import MetricLogger  # noqa: E402
 
-SWEEP_KEYS = {"steps": int, "cfg_scale": float, "sway": float, "duration_scale": float, "seed": int}
+SWEEP_KEYS = {"steps": checks.STEPS, "cfg_scale": checks.CFG_SCALE, "sway": checks.SWAY,
+              "duration_scale": checks.DURATION_SCALE, "seed": checks.SEED}
 USER_ERRORS = (evaluator.EvalError, ASRError, audio.VocoderError, CheckpointError,
                DatasetError, audio.AudioError, ConfigError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", help="checkpoint file (a run's latest.pt)")
     p.add_argument("--mels", help="score generated mels saved by an evaluation (mels.npz)")
     p.add_argument("--log_to_run", action="store_true",
@@ -51,22 +53,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "to RUN/metrics.jsonl at step N, as the in-loop evaluation logs it")
     p.add_argument("--prompts", help="text file, one prompt a line; default: the split's texts")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--num_samples", type=int, default=0, help="evenly spaced subset; 0: all")
+    p.add_argument("--num_samples", type=checks.flag(checks.COUNT), default=0,
+                   help="evenly spaced subset; 0: all")
     p.add_argument("--whisper", default="base.en", help="Whisper model name (tiny.en, base, ...)")
     p.add_argument("--asr", default="auto", choices=("auto", "openai-whisper", "faster-whisper",
                                                       "none"), help="none: wavs only, no WER")
     p.add_argument("--vocoder", default="auto", choices=audio.VOCODERS + ("none",),
                    help="none: keep the generated mels only (DIR/mels.npz), to score elsewhere")
     p.add_argument("--bigvgan_model", default=audio.BIGVGAN_MODEL)
-    p.add_argument("--steps", type=int, default=TrainConfig.eval_steps)
-    p.add_argument("--cfg_scale", type=float, default=TrainConfig.eval_cfg_scale)
-    p.add_argument("--sway", type=float, default=TrainConfig.eval_sway,
+    p.add_argument("--steps", type=checks.flag(checks.STEPS), default=TrainConfig.eval_steps)
+    p.add_argument("--cfg_scale", type=checks.flag(checks.CFG_SCALE),
+                   default=TrainConfig.eval_cfg_scale)
+    p.add_argument("--sway", type=checks.flag(checks.SWAY), default=TrainConfig.eval_sway,
                    help="time-grid sway in [-1, 1]; < 0 puts more Euler steps near the noise end")
     p.add_argument("--weights", default="ema", choices=("ema", "raw"),
                    help="sample with the run's EMA weights (when it kept them) or the raw ones")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--duration_scale", type=float, default=1.0)
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--seed", type=checks.flag(checks.SEED), default=0)
+    p.add_argument("--duration_scale", type=checks.flag(checks.DURATION_SCALE), default=1.0)
+    p.add_argument("--batch_size", type=checks.flag(checks.POSITIVE_COUNT), default=8)
     p.add_argument("--data_dir", help="prepared dataset: prompts, true durations, the floor")
     p.add_argument("--split", default="val")
     p.add_argument("--oracle_duration", action="store_true",
@@ -101,16 +105,10 @@ def parse_sweep(spec: str) -> list[dict]:
         if key not in SWEEP_KEYS or not values:
             raise evaluator.EvalError(f"--sweep: {part!r} is not KEY=V1,V2 with KEY one of "
                                       f"{', '.join(SWEEP_KEYS)}")
-        try:
-            axes.append([(key, SWEEP_KEYS[key](v)) for v in values.split(",")])
-        except ValueError:
-            raise evaluator.EvalError(f"--sweep: cannot read the values of {part!r}") from None
+        axes.append([(key, checks.check_number(f"--sweep {key}", v, SWEEP_KEYS[key]))
+                     for v in values.split(",")])
     if not axes:
         raise evaluator.EvalError("--sweep: no settings given")
-    for axis in axes:
-        for key, value in axis:
-            if key == "sway":
-                check_sway(value, "--sweep sway")
     return [dict(setting) for setting in itertools.product(*axes)]
 
 
@@ -184,7 +182,6 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:  # the cheap checks first, so a typo fails before any model loads
-        check_sway(args.sway, "--sway")
         if args.sweep:
             parse_sweep(args.sweep)
         prompts = args.prompts and evaluator.load_prompts(args.prompts, None, args.num_samples)

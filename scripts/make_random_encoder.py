@@ -9,10 +9,12 @@ parameter stand-in for tests and the CPU demo. Point `text_encoder_name` at the 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checks  # noqa: E402
 
 SIZES = {
     "tiny": dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
@@ -47,10 +49,10 @@ def make_random_encoder(out_dir: str, size: str = "tiny", seed: int = 0) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=checks.flag(checks.SEED), default=0)
     args = parser.parse_args()
     print(make_random_encoder(args.out, args.size, args.seed))
 

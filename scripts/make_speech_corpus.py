@@ -18,7 +18,6 @@ the corpus is built in OUT.tmp-<pid> and renamed into place, so OUT is whole or 
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import csv
 import hashlib
@@ -29,8 +28,9 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checks  # noqa: E402
 from audio import SAMPLE_RATE, write_wav  # noqa: E402
-from scripts.sentences import MAX_WORDS, generate_sentences  # noqa: E402
+from scripts.sentences import MAX_WORDS, MIN_WORDS, generate_sentences  # noqa: E402
 from scripts.voices import DEFAULT_RATE, VoiceError, load_voice  # noqa: E402
 
 
@@ -169,18 +169,22 @@ def make_corpus(out_dir: str, n: int | None, seed: int = 0, workers: int | None 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
+    count = checks.flag(checks.POSITIVE_COUNT)
     p.add_argument("--out", required=True, help="corpus directory to write")
     p.add_argument("--voice", default="espeak", choices=("espeak", "piper"))
-    p.add_argument("--n", type=int, default=None, help="default 1000, or all lines of --text")
+    p.add_argument("--n", type=count, default=None, help="default 1000, or all lines of --text")
     p.add_argument("--text", default=None, help="speak this LJSpeech metadata.csv instead")
     p.add_argument("--split_file", default=None,
                    help="TSV id<TAB>train|val|test for every id (default: a hash split)")
-    p.add_argument("--seed", type=int, default=0, help="of the sentence generator")
-    p.add_argument("--workers", type=int, default=os.cpu_count())
-    p.add_argument("--val_fraction", type=float, default=0.05)
-    p.add_argument("--rate", type=int, default=DEFAULT_RATE, help="espeak-ng words per minute")
-    p.add_argument("--max_words", type=int, default=MAX_WORDS, help="cap sentence length")
+    p.add_argument("--seed", type=checks.flag(checks.SEED), default=0,
+                   help="of the sentence generator")
+    p.add_argument("--workers", type=count, default=os.cpu_count())
+    p.add_argument("--val_fraction", type=checks.flag(checks.VAL_FRACTION), default=0.05)
+    p.add_argument("--rate", type=checks.flag(checks.Limit(int, 80, 450)), default=DEFAULT_RATE,
+                   help="espeak-ng words per minute, in its range (espeakRATE_MINIMUM/MAXIMUM)")
+    p.add_argument("--max_words", type=checks.flag(checks.Limit(int, MIN_WORDS)),
+                   default=MAX_WORDS, help="cap sentence length (the generator's shortest: 10)")
     p.add_argument("--piper_model", default=None,
                    help="a piper voice .onnx (its config beside it as .onnx.json); default joe")
     p.add_argument("--noise", action="store_true",

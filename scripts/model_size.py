@@ -12,7 +12,6 @@ unless --frames / --text_tokens say otherwise.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import torch  # noqa: E402
 
+import checks  # noqa: E402
 import config as config_lib  # noqa: E402
 from make_random_encoder import byt5_config  # noqa: E402
 from model import FlowTTS, decoder_flops_per_frame  # noqa: E402
@@ -97,12 +97,13 @@ def table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="other --key value pairs override the config")
     parser.add_argument("--config", help="YAML config (default: config.py's defaults)")
     parser.add_argument("--flops", action="store_true", help="also the decoder FLOPs per frame")
-    parser.add_argument("--frames", type=float, default=570.0, help="mel frames per utterance")
-    parser.add_argument("--text_tokens", type=float, default=100.0,
+    positive = checks.flag(checks.Limit(float, 0, low_open=True))
+    parser.add_argument("--frames", type=positive, default=570.0, help="mel frames per utterance")
+    parser.add_argument("--text_tokens", type=positive, default=100.0,
                         help="ByT5 tokens per utterance")
     parser.add_argument("--json_out", help="also write the numbers here as JSON")
     args, rest = parser.parse_known_args(argv)

@@ -9,13 +9,13 @@ terminal says whether the run is alive and improving.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from checks import ArgumentParser  # noqa: E402
 from metric import read_metrics  # noqa: E402
 from report import plot_runs  # noqa: E402
 
@@ -28,7 +28,7 @@ def last_value(records: list[dict], key: str) -> tuple[int, float] | None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", help="run directories holding metrics.jsonl")
     parser.add_argument("--out", help="PNG to write (default RUN_DIR/training.png, one run)")
     args = parser.parse_args(argv)

@@ -30,7 +30,6 @@ error; blank lines, a BOM and spaces around fields are dropped.
   fixed    stereo_downmixed, resampled (rate != 22050), 8bit (read as float)
   noted    non_ascii_kept (ByT5 reads UTF-8 bytes, so the text stays as is)
 """
-import argparse
 import collections
 import concurrent.futures as cf
 import contextlib
@@ -55,6 +54,7 @@ from tqdm import tqdm
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # so `python scripts/prepare_ljspeech.py` finds audio.py
 import audio  # noqa: E402
+import checks  # noqa: E402
 
 LJSPEECH_URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
 # The published sha256 of LJSpeech-1.1.tar.bz2, taken as given: it could not be re-derived
@@ -351,8 +351,8 @@ def prepare(out, src=None, download=False, workers=1, force=False, strict=False,
         raise PrepareError(f"{split_file}: no split for {len(missing)} id(s), e.g. {missing[0]}")
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     try:
+        os.makedirs(tmp)
         columns, moments = write_mels(entries, src, where, tmp, max_seconds, workers, tally)
         if not columns:
             raise PrepareError(f"{where}: every utterance was skipped; nothing to write")
@@ -361,8 +361,12 @@ def prepare(out, src=None, download=False, workers=1, force=False, strict=False,
         stats = dataset_stats(columns, moments, tally, url if download else os.path.abspath(src))
         write_stats(tmp, stats)
         publish(tmp, out)
-    except BaseException:  # Ctrl-C too: never leave a half-built tmp behind
+    except BaseException as exc:  # Ctrl-C too: never leave a half-built tmp behind
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a quota: write() does not say which file
+            kept = "the previous dataset is unchanged" if is_complete(out) else "nothing written"
+            raise PrepareError(f"{out}: cannot write the dataset ({exc.strerror or exc}, "
+                               f"{exc.filename or tmp}); {kept}") from None
         raise
     return stats
 
@@ -374,17 +378,19 @@ def print_summary(stats: dict, out: str, seconds: float) -> None:
                                  or "none") for k in ("skipped", "fixed", "noted")))
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = checks.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="prepared dataset directory")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--src", help="LJSpeech-format corpus: metadata.csv + wavs/")
     source.add_argument("--download", action="store_true", help="fetch LJSpeech-1.1 first")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--workers", type=checks.flag(checks.POSITIVE_COUNT),
+                        default=min(4, os.cpu_count() or 1))
     parser.add_argument("--force", action="store_true", help="rebuild a complete --out")
     parser.add_argument("--strict", action="store_true", help="make any skip an error")
-    parser.add_argument("--val_fraction", type=float, default=0.01)
+    parser.add_argument("--val_fraction", type=checks.flag(checks.VAL_FRACTION), default=0.01)
     parser.add_argument("--split_file", help="TSV with a header: id<TAB>train|val|test")
-    parser.add_argument("--max_seconds", type=float, default=11.8)
+    parser.add_argument("--max_seconds", type=checks.flag(checks.Limit(float, 0, low_open=True)),
+                        default=11.8)
     parser.add_argument("--cache_dir", help="--download keeps files here (data/downloads)")
     args = parser.parse_args(argv)
     start = time.time()

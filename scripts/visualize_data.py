@@ -12,7 +12,6 @@ Shape letters: b utterances, n mel frames, m mel bands.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import audio  # noqa: E402
+import checks  # noqa: E402
 import config as config_lib  # noqa: E402
 from data import Collate, DatasetError, PreparedDataset  # noqa: E402
 from evaluator import evenly_spaced  # noqa: E402
@@ -65,18 +65,20 @@ def draw_grid(path: str, grid: dict) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", required=True, help="prepared dataset")
     parser.add_argument("--out", required=True, help="PNG to write (and .json beside it)")
-    parser.add_argument("--n", type=int, default=6, help="utterances, evenly spaced over the split")
+    parser.add_argument("--n", type=checks.flag(checks.POSITIVE_COUNT), default=6,
+                        help="utterances, evenly spaced over the split")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--silence_prob", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=config_lib.TrainConfig.seed)
+    parser.add_argument("--silence_prob", type=checks.flag(checks.FRACTION), default=0.0)
+    parser.add_argument("--seed", type=checks.flag(checks.SEED),
+                        default=config_lib.TrainConfig.seed)
     args = parser.parse_args(argv)
     try:
         cfg = config_lib.load_config(None, {"data_dir": args.data_dir, "seed": args.seed,
                                             "silence_prob": args.silence_prob})
-        grid = collect(PreparedDataset(args.data_dir), cfg, args.split, max(1, args.n))
+        grid = collect(PreparedDataset(args.data_dir), cfg, args.split, args.n)
     except (config_lib.ConfigError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

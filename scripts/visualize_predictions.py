@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import audio  # noqa: E402
+import checks  # noqa: E402
 import evaluator  # noqa: E402
 from checkpoint import CheckpointError, load, model_from_checkpoint  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
@@ -58,15 +59,16 @@ def draw_samples(model, dataset, rows, out_dir, steps, cfg_scale, seed) -> list[
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint file (a run's latest.pt)")
     parser.add_argument("--data_dir", required=True, help="prepared dataset")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--n", type=int, default=4, help="utterances to sample and draw")
+    parser.add_argument("--n", type=checks.flag(checks.POSITIVE_COUNT), default=4,
+                        help="utterances to sample and draw")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--cfg_scale", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=checks.flag(checks.STEPS), default=16)
+    parser.add_argument("--cfg_scale", type=checks.flag(checks.CFG_SCALE), default=2.0)
+    parser.add_argument("--seed", type=checks.flag(checks.SEED), default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 

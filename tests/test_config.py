@@ -26,13 +26,19 @@ def test_unknown_key_names_it_and_lists_valid_keys(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("lr", "fast", "cannot read 'fast' as float"),
-    ("decoder_n_layer", "2.5", "as int"),
+    ("lr", "fast", "must be a finite number >= 0, got 'fast'"),
+    ("lr", "nan", "must be a finite number >= 0, got 'nan'"),
+    ("decoder_n_layer", "2.5", "must be an integer >= 1"),
+    ("max_steps", "1e400", "must be an integer >= 1"),
     ("compile", "maybe", "as bool"),
     ("optimizer", "sgd", "not one of"),
-    ("batch_size", "0", "must be > 0"),
-    ("silence_prob", "1.5", "must be in [0, 1]"),
-    ("eval_sway", "-1.5", "must be in [-1, 1]"),
+    ("batch_size", "0", "must be an integer >= 1"),
+    ("silence_prob", "1.5", "must be a finite number in [0, 1]"),
+    ("eval_sway", "-1.5", "in [-1, 1]"),
+    ("eval_cfg_scale", "inf", "must be a finite number in [0, 20]"),
+    ("mel_std", "1e30", "in (0, 20]"),
+    ("seed", "-1", "must be an integer in [0, 4294967295]"),
+    ("data_dir", "data/\x00x", "control character"),
     ("n_mels", "100", "must be 80"),
     ("decoder_n_head", "3", "even integer head size"),
 ])

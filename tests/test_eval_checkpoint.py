@@ -64,14 +64,21 @@ def test_eval_checkpoint_dataset_floor_oracle_and_sweep(tiny_ckpt, tiny_asr, tin
         {"steps": 1, "sway": -1.0}, {"steps": 2, "sway": -1.0}]
 
 
-@pytest.mark.parametrize("args", [["--sway", "2"], ["--sweep", "steps=1 sway=0,-2"]])
-def test_eval_checkpoint_rejects_sway_before_loading(tmp_path, capsys, args):
+@pytest.mark.parametrize("args", [["--sway", "2"], ["--sweep", "steps=1 sway=0,-2"],
+                                  ["--cfg_scale", "nan"], ["--sweep", "cfg_scale=2,inf"]])
+def test_eval_checkpoint_rejects_bad_numbers_before_loading(tmp_path, capsys, args):
     # The checkpoint does not exist: a check that ran after loading would name it instead.
     script = load_script("eval_checkpoint")
-    assert script.main(["--ckpt", str(tmp_path / "none.pt"), "--prompts", str(tmp_path / "p.txt"),
-                        "--out", str(tmp_path / "out"), *args]) == 2
+    argv = ["--ckpt", str(tmp_path / "none.pt"), "--prompts", str(tmp_path / "p.txt"),
+            "--out", str(tmp_path / "out"), *args]
+    try:
+        code = script.main(argv)
+    except SystemExit as exc:  # a flag's value, refused while parsing
+        code = exc.code
     err = capsys.readouterr().err
-    assert "must be in [-1, 1]" in err and "none.pt" not in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "none.pt" not in err
+    key = args[0] if args[0] != "--sweep" else f"--sweep {args[1].split()[-1].split('=')[0]}"
+    assert key in err and "must be a finite number in" in err
 
 
 def test_eval_checkpoint_without_vocoder_keeps_mels_to_score_elsewhere(tiny_ckpt, tiny_dataset,

@@ -1,7 +1,9 @@
 """Faults a long run meets, each provoked for real: stop signals, kill -9 mid-write, damaged
 and malicious checkpoints, non-finite losses, a changed config, bad command lines.
 docs/RELIABILITY.md maps each fault to its test."""
+import errno
 import glob
+import io
 import os
 import pickle
 import random
@@ -18,7 +20,8 @@ import torch
 
 import checkpoint
 import train
-from conftest import REPO, as_argv
+from conftest import REPO, TINY_TEXTS, as_argv, load_script, write_tone_corpus
+from data import PreparedDataset
 from metric import read_metrics
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
@@ -79,6 +82,71 @@ def test_stop_signal_to_the_process_group_saves_exits_0_and_resumes(tiny_overrid
     train.main(as_argv({**overrides, "max_steps": stopped_at + 2}))  # the restart
     assert loss_steps(run_dir) == list(range(1, stopped_at + 3))  # continues, nothing repeated
     assert torch.load(run_dir + "/latest.pt", weights_only=True)["step"] == stopped_at + 2
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk with `room` bytes left: past them write() fails as a full disk does."""
+    room = 0
+
+    def write(self, data):
+        if len(data) > FullDisk.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        FullDisk.room -= len(data)
+        return super().write(data)
+
+
+def open_on_a_full_disk(room: int, name_part: str):
+    """A stand-in for `open` in one module: files whose name holds name_part are written on a
+    disk with `room` bytes left; everything else opens as usual."""
+    def fake_open(path, mode="r", *args, **kwargs):
+        if name_part not in os.path.basename(str(path)) or "w" not in mode:
+            return open(path, mode, *args, **kwargs)
+        FullDisk.room = room
+        raw = FullDisk(path, "w")
+        return raw if "b" in mode else io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")
+    return fake_open
+
+
+@pytest.mark.parametrize("room", [0, 50_000])  # full at once, or partway through the file
+def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch, room):
+    run_dir = str(tmp_path / "run")
+    state = lambda step: {"model": {"w": torch.full((100_000,), float(step))}, "config": {},
+                          "step": step}
+    checkpoint.save(run_dir, state(1), keep=3)
+    monkeypatch.setattr(checkpoint, "open", open_on_a_full_disk(room, ".tmp"), raising=False)
+    with pytest.raises(checkpoint.CheckpointError) as exc:
+        checkpoint.save(run_dir, state(2), keep=3)
+    message = str(exc.value)
+    assert os.path.join(run_dir, "latest.pt") in message and "No space left on device" in message
+    assert os.listdir(run_dir) == ["latest.pt"]  # no temp file left, nothing renamed
+    kept = checkpoint.load_latest(run_dir)
+    assert kept["step"] == 1 and bool((kept["model"]["w"] == 1.0).all())
+
+
+@pytest.mark.parametrize("where", ["mels.f16", "index.parquet", "dataset_stats.json"])
+def test_a_full_disk_during_prepare_keeps_the_previous_dataset(tmp_path, monkeypatch, capsys,
+                                                               where):
+    prep = load_script("prepare_ljspeech")
+    src = write_tone_corpus(str(tmp_path / "src"), TINY_TEXTS[:4])
+    out = str(tmp_path / "out")
+    prep.prepare(out, src=src)
+    mels = open(os.path.join(out, "mels.f16"), "rb").read()
+    if where == "index.parquet":  # pyarrow writes it through its own file, not `open`
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(prep.pq, "write_table", full)
+    else:
+        monkeypatch.setattr(prep, "open", open_on_a_full_disk(100, where), raising=False)
+    assert prep.main(["--out", out, "--src", src, "--force", "--workers", "1"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].endswith("the previous dataset is unchanged")
+    assert errors[0].startswith(f"error: {out}: cannot write the dataset (No space left on device")
+    assert sorted(os.listdir(tmp_path)) == ["out", "src"]  # no temp directory left
+    assert open(os.path.join(out, "mels.f16"), "rb").read() == mels
+    assert len(PreparedDataset(out)) == 4
 
 
 # ----------------------------------------------------------------------------- checkpoint files
@@ -272,11 +340,11 @@ def test_train_user_errors_are_one_line_and_write_nothing(tiny_overrides, tiny_d
         ("--data_dir", str(tmp_path / "none")): "none/metadata/dataset_stats.json not found",
         ("--data_dir", no_stats): "no_stats/metadata/dataset_stats.json not found",
         ("--no_such_key", "1"): "unknown config key(s) 'no_such_key'; valid keys: data_dir",
-        ("--batch_size", "many"): "config key 'batch_size': cannot read 'many' as int",
+        ("--batch_size", "many"): "config key 'batch_size': must be an integer >= 1, got 'many'",
         ("--config", str(tmp_path / "bad.yaml")): "bad.yaml is not valid YAML",
         ("--config", str(tmp_path / "absent.yaml")): "cannot read config file",
-        ("--max_steps", "0"): "config key 'max_steps': must be > 0",
-        ("--eval_cfg_scale", "-1"): "config key 'eval_cfg_scale': must be >= 0",
+        ("--max_steps", "0"): "config key 'max_steps': must be an integer >= 1, got '0'",
+        ("--eval_cfg_scale", "nan"): "config key 'eval_cfg_scale': must be a finite number in",
         ("--out_dir", "/proc/nope/run"): "cannot create run directory /proc/nope/run",
     }
     children = {extra: train_cli([*base, *extra])  # all at once: mostly interpreter start-up
