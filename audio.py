@@ -124,6 +124,7 @@ def denormalize(mel: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 # mel defined above, so any of them can voice the model's output or a dataset's ground truth.
 
 BIGVGAN_MODEL = "nvidia/bigvgan_v2_22khz_80band_fmax8k_256x"
+BIGVGAN_FILES = ["config.json", "bigvgan_generator.pt"]  # not the discriminator's GBs
 VOCODERS = ("auto", "bigvgan", "hifigan", "hifigan-LJSpeech", "hifigan-universal", "griffinlim")
 GRIFFIN_LIM_ITERS = 60
 
@@ -170,24 +171,39 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _bigvgan_folder(model_name: str) -> str:
+    """A local directory holding the weights: model_name itself, or its Hugging Face cache
+    snapshot (downloaded first when it is not cached and the hub is reachable)."""
+    if os.path.isdir(model_name):
+        return model_name
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    try:
+        return snapshot_download(model_name, allow_patterns=BIGVGAN_FILES, local_files_only=True)
+    except LocalEntryNotFoundError:
+        if not _hub_reachable():
+            raise VocoderError(f"bigvgan: weights {model_name!r} not in the local cache and the "
+                               f"hub is unreachable") from None
+    try:
+        return snapshot_download(model_name, allow_patterns=BIGVGAN_FILES)
+    except Exception as exc:
+        raise VocoderError(f"bigvgan: cannot download {model_name!r} ({exc})") from None
+
+
 def _load_bigvgan(model_name: str, device: str) -> Vocoder:
     try:
         from bigvgan import bigvgan
     except ImportError as exc:
         raise VocoderError(f"bigvgan: cannot import the package ({exc})") from None
-    try:  # the local Hugging Face cache (or a local directory) first, the hub only if reachable
-        model = bigvgan.BigVGAN.from_pretrained(model_name, use_cuda_kernel=False,
-                                                local_files_only=True)
+    folder = _bigvgan_folder(model_name)
+    try:  # bigvgan 2.4's loader, from a directory: it requires arguments that huggingface_hub
+        # 1.0 removed (proxies, resume_download; its from_pretrained drops them before the call),
+        # and passes them on to the hub download, which the directory branch never calls
+        model = bigvgan.BigVGAN._from_pretrained(
+            model_id=folder, revision=None, cache_dir=None, force_download=False, proxies=None,
+            resume_download=False, local_files_only=True, token=None, use_cuda_kernel=False)
     except Exception as exc:
-        if os.path.isdir(model_name):
-            raise VocoderError(f"bigvgan: cannot load {model_name!r} ({exc})") from None
-        if not _hub_reachable():
-            raise VocoderError(f"bigvgan: weights {model_name!r} not in the local cache and the "
-                               f"hub is unreachable") from None
-        try:
-            model = bigvgan.BigVGAN.from_pretrained(model_name, use_cuda_kernel=False)
-        except Exception as exc:
-            raise VocoderError(f"bigvgan: cannot load {model_name!r} ({exc})") from None
+        raise VocoderError(f"bigvgan: cannot load {model_name!r} ({exc})") from None
     model.remove_weight_norm()
     model = model.eval().to(device)
     return Vocoder(f"bigvgan:{model_name}", lambda mel: model(mel), device)
@@ -259,17 +275,18 @@ def _load_once(name: str, device: str, bigvgan_model: str) -> Vocoder:
 
 def load_vocoder(name: str = "auto", device: str = "cpu",
                  bigvgan_model: str = BIGVGAN_MODEL) -> Vocoder:
-    """auto tries BigVGAN (the mel's own vocoder), then HiFi-GAN LJSpeech, then Griffin-Lim."""
+    """auto tries BigVGAN (the mel's own vocoder), then HiFi-GAN LJSpeech, then Griffin-Lim.
+    Prints which one it took (and, for auto, why the ones before it were passed over)."""
     if name not in VOCODERS:
         raise VocoderError(f"unknown vocoder {name!r}; choose one of {', '.join(VOCODERS)}")
     device = str(device)
-    if name != "auto":
-        return _load_once(name, device, bigvgan_model)
     reasons = []
-    for candidate in ("bigvgan", "hifigan", "griffinlim"):
+    for candidate in ("bigvgan", "hifigan", "griffinlim") if name == "auto" else (name,):
         try:
             vocoder = _load_once(candidate, device, bigvgan_model)
         except VocoderError as exc:
+            if name != "auto":
+                raise
             reasons.append(str(exc))
             continue
         skipped = f" ({'; '.join(reasons)})" if reasons else ""

@@ -2,7 +2,8 @@
 
 Writes are atomic (temp file, fsync, rename), so a kill at any moment leaves either the old
 or the new `latest.pt`, never half of one (the next save deletes the killed writer's temp
-file). The previous `keep_checkpoints - 1` checkpoints stay beside it as `step_<N>.pt`.
+file). The previous `keep_checkpoints - 1` checkpoints stay beside it as `step_<N>.pt` (all of
+them with keep_checkpoints 0, as the seed kept them).
 Non-finite weights are never written. Reads use `torch.load(weights_only=True)`, which
 refuses a pickle that would run code, and fall back to an older checkpoint when the newest
 is damaged.
@@ -73,9 +74,9 @@ def check_finite(state: dict) -> None:
 
 
 def save(run_dir: str, state: dict, keep: int) -> str:
-    """Write `state` as run_dir/latest.pt atomically; keep the previous keep-1 as step_<N>.pt.
-    A write that fails (a full disk, a quota) leaves no temp file and the old latest.pt whole,
-    and is a CheckpointError naming the path."""
+    """Write `state` as run_dir/latest.pt atomically; keep the previous keep-1 (keep 0: all) as
+    step_<N>.pt. A write that fails (a full disk, a quota) leaves no temp file and the old
+    latest.pt whole, and is a CheckpointError naming the path."""
     check_finite(state)
     os.makedirs(run_dir, exist_ok=True)
     latest, tmp = os.path.join(run_dir, LATEST), os.path.join(run_dir, f".{LATEST}.tmp{os.getpid()}")
@@ -90,7 +91,7 @@ def save(run_dir: str, state: dict, keep: int) -> str:
         raise
     for stale in glob.glob(os.path.join(run_dir, f".{LATEST}.tmp*")):  # left by a killed writer
         os.unlink(stale)
-    for stale in candidates(run_dir)[keep:]:
+    for stale in candidates(run_dir)[keep:] if keep else []:
         if os.path.basename(stale) != LATEST:
             os.unlink(stale)
     return latest

@@ -91,7 +91,7 @@ class TrainConfig:
     log_interval: int = 10
     val_interval: int = 1000  # held-out flow loss
     save_interval: int = 1000
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # latest.pt + the newest step_<N>.pt up to this many; 0: keep all
     wandb_project: str = ""  # empty: no W&B; otherwise offline unless WANDB_MODE says so
 
     # In-loop evaluation: sample, vocode, transcribe, WER (rank 0).
@@ -124,6 +124,7 @@ CHOICES = {
 FIXED = {"n_mels": 80, "sample_rate": 22050, "n_fft": 1024, "hop_length": 256,
          "win_length": 1024, "mel_f_min": 0.0, "mel_f_max": 8000.0,
          "text_encoder_trainable": False, "text_embedding_trainable": False}
+NULLS = ("none", "null", "")  # what a command line or YAML string says for an Optional's None
 # Every number in TrainConfig, checked by checks.check_number. A log-mel lies in about
 # [-11.5, 3] (log 1e-5 to full scale), so its statistics are bounded too: a mel_std of 1e30
 # would make every generated mel infinite.
@@ -144,7 +145,7 @@ LIMITS = {
     "max_train_seconds": Limit(float, 0), "grad_clip": Limit(float, 0, low_open=True),
     "max_bad_steps": POSITIVE_COUNT, "ema_decay": Limit(float, 0, 1, high_open=True),
     "seed": SEED, "log_interval": POSITIVE_COUNT, "val_interval": POSITIVE_COUNT,
-    "save_interval": POSITIVE_COUNT, "keep_checkpoints": POSITIVE_COUNT, "eval_interval": COUNT,
+    "save_interval": POSITIVE_COUNT, "keep_checkpoints": COUNT, "eval_interval": COUNT,
     "eval_interval_seconds": Limit(float, 0), "eval_num_samples": COUNT, "eval_steps": STEPS, "eval_cfg_scale": CFG_SCALE,
     "eval_sway": SWAY,
 }
@@ -160,21 +161,24 @@ def coerce(key: str, value, kind) -> object:
     optional = typing.get_origin(kind) is typing.Union
     base = typing.get_args(kind)[0] if optional else kind
     where = f"config key {key!r}"
-    if optional and (value is None or str(value).lower() in ("none", "null", "")):
+    # str() is avoided on values that are not strings: it refuses ints of 4,300+ digits
+    if optional and (value is None or isinstance(value, str) and value.lower() in NULLS):
         return None
     if base in (int, float):
         return check_number(where, value, LIMITS.get(key, Limit(base)))
     if base is bool:
         if isinstance(value, bool):
             return value
-        text = str(value).lower()
+        if type(value) is int and value in (0, 1):  # YAML's 0 / 1
+            return bool(value)
+        text = value.lower() if isinstance(value, str) else None
         if text in ("true", "1", "yes", "on"):
             return True
         if text in ("false", "0", "no", "off"):
             return False
         raise ConfigError(f"{where}: cannot read {shown(value)} as bool")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        # a YAML list, map or null
+    if not isinstance(value, str) and not (type(value) in (int, float) and abs(value) < 1e18):
+        # a YAML list, map, null or bool; YAML's 123 for a name is fine
         raise ConfigError(f"{where}: expected a string, got {shown(value)}")
     text = str(value)
     control = sorted({repr(c) for c in text if unicodedata.category(c) == "Cc"})

@@ -70,11 +70,13 @@ def build_optimizers(model, cfg) -> list[torch.optim.Optimizer]:
 
 
 def lr_at(step: int, cfg) -> float:
-    """Linear warmup, then cosine from lr to min_lr over lr_schedule_steps (or constant)."""
+    """The lr of optimizer step `step` (from 0): linear warmup over warmup_steps, then a cosine
+    from lr that reaches min_lr at the last step of lr_schedule_steps (train.py sets it to the
+    run's real length unless the config does), or constant."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if not cfg.cosine_lr:
         return cfg.lr
     total = cfg.lr_schedule_steps or cfg.max_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    progress = min(1.0, (step + 1 - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # ./run.sh --test | --demo [--fresh] | [--gpus N] [--batch_size B] [--wandb-url URL] [train.py args]
+# (the seed's spellings work too: --gpus=N, --num_gpus N, --num-gpus N, --wandb_url URL)
 # Sets up .venv (and the Debian packages the tests and demo use) on first use, then runs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -46,17 +47,19 @@ case "${1:-}" in
     ;;
 esac
 
-# Full LJSpeech training under torchrun.
+# Full LJSpeech training under torchrun. The batch size is configs/ljspeech.yaml's unless
+# BATCH_SIZE or --batch_size asks for another (a flag after it wins: overrides apply in order).
 NUM_GPUS=${NUM_GPUS:-2}
-BATCH_SIZE=${BATCH_SIZE:-16}
 TORCHRUN_ARGS=()
 TRAIN_ARGS=()
+[ -n "${BATCH_SIZE:-}" ] && TRAIN_ARGS=(--batch_size "$BATCH_SIZE")
 export WANDB_MODE=offline
 while [ $# -gt 0 ]; do
   case "$1" in
-    --gpus) NUM_GPUS=$2; shift 2 ;;
-    --batch_size|--batch-size) BATCH_SIZE=$2; shift 2 ;;
-    --wandb-url) export WANDB_BASE_URL=$2 WANDB_MODE=online; shift 2 ;;
+    --gpus|--num_gpus|--num-gpus) NUM_GPUS=$2; shift 2 ;;
+    --gpus=*|--num_gpus=*|--num-gpus=*) NUM_GPUS=${1#*=}; shift ;;
+    --wandb-url|--wandb_url) export WANDB_BASE_URL=$2 WANDB_MODE=online; shift 2 ;;
+    --wandb-url=*|--wandb_url=*) export WANDB_BASE_URL=${1#*=} WANDB_MODE=online; shift ;;
     --nnodes|--node_rank|--rdzv_endpoint|--master_addr|--master_port)
       TORCHRUN_ARGS+=("$1" "$2"); shift 2 ;;
     *) TRAIN_ARGS+=("$1"); shift ;;
@@ -71,4 +74,4 @@ setup train
 [ -f data/ljspeech/metadata/dataset_stats.json ] || \
   "$PY" scripts/prepare_ljspeech.py --out data/ljspeech --download
 exec "$VENV/bin/torchrun" "${TORCHRUN_ARGS[@]}" --nproc_per_node "$NUM_GPUS" train.py \
-  --config configs/ljspeech.yaml --batch_size "$BATCH_SIZE" "${TRAIN_ARGS[@]}"
+  --config configs/ljspeech.yaml "${TRAIN_ARGS[@]}"

@@ -10,6 +10,7 @@ the step, save and exit 0.
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from data import BatchStream, Collate, DatasetError, PreparedDataset
 from metric import MetricLogger
 from model import FlowTTS, decoder_flops_per_frame
 from optim import lr_at
-from trainer import StepOutput, Trainer
+from trainer import StepOutput, Trainer, grad_accum_steps
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -43,6 +44,17 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     if world_size > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
+
+
+def resolve_run_length(cfg, batches_per_epoch: int, accum: int):
+    """cfg with max_steps the run's real length, min(max_steps, max_epochs x optimizer steps per
+    epoch), and lr_schedule_steps that length unless set (runs bounded by time set it: their
+    length is not known ahead). Every epoch has as many batches (data.global_batches)."""
+    steps = cfg.max_steps
+    if cfg.max_epochs:
+        steps = min(steps, math.ceil(cfg.max_epochs * batches_per_epoch / accum))
+    return config_lib.apply(cfg, {"max_steps": steps,
+                                  "lr_schedule_steps": cfg.lr_schedule_steps or steps}, "run length")
 
 
 def describe_run(cfg, device, world_size: int, model: FlowTTS) -> dict:
@@ -210,8 +222,9 @@ class LogWindow:
 # ----------------------------------------------------------------------------- setup
 
 
-def load_data(cfg):
-    """(cfg with the dataset's mel statistics filled in, dataset, train rows, val rows)."""
+def load_data(cfg, rank: int, world_size: int):
+    """(cfg, dataset, train rows, val rows, this rank's BatchStream), cfg completed from the
+    data: the mel statistics the model normalizes with, the run's real length."""
     dataset = PreparedDataset(cfg.data_dir)
     if cfg.mel_mean is None or cfg.mel_std is None:
         cfg = config_lib.apply(cfg, {"mel_mean": dataset.stats["mel_mean"],
@@ -222,7 +235,9 @@ def load_data(cfg):
     if not train_rows:
         raise DatasetError(f"{cfg.data_dir}: no training utterances fit block_size "
                            f"{cfg.block_size} and max_text_length {cfg.max_text_length}")
-    return cfg, dataset, train_rows, val_rows
+    stream = BatchStream(dataset, train_rows, cfg, rank, world_size)
+    cfg = resolve_run_length(cfg, len(stream.epoch_batches(0)), grad_accum_steps(cfg, world_size))
+    return cfg, dataset, train_rows, val_rows, stream
 
 
 def open_run(cfg, trainer: Trainer, step: int, master: bool, log, n_train: int,
@@ -236,7 +251,8 @@ def open_run(cfg, trainer: Trainer, step: int, master: bool, log, n_train: int,
         metrics.log(step, {"run": info, "train_utterances": n_train})
         log(f"run: {info}")
         log(f"data: {n_train} train / {n_val} val utterances, {trainer.accum} micro-batch(es) "
-            f"of {cfg.batch_size} per step on {trainer.world_size} rank(s)")
+            f"of {cfg.batch_size} per step on {trainer.world_size} rank(s); {cfg.max_steps} "
+            f"steps, lr schedule over {cfg.lr_schedule_steps}")
     return metrics
 
 
@@ -314,7 +330,7 @@ def main(argv: list[str]) -> None:
     rank, world_size, device = setup_distributed()
     master = rank == 0
     log = (lambda msg: print(msg, flush=True)) if master else (lambda msg: None)
-    cfg, dataset, train_rows, val_rows = load_data(cfg)
+    cfg, dataset, train_rows, val_rows, stream = load_data(cfg, rank, world_size)
     if master:
         checkpoint.make_run_dir(cfg.out_dir)
     trainer = Trainer(cfg, dataset, world_size, device, rank)
@@ -323,7 +339,7 @@ def main(argv: list[str]) -> None:
     metrics = open_run(cfg, trainer, step, master, log, len(train_rows), len(val_rows))
     evaluator = in_loop_evaluator(cfg, dataset, train_rows, val_rows) if master else None
     evals = EvalSchedule(trainer, evaluator, metrics)
-    batches = BatchStream(dataset, train_rows, cfg, rank, world_size).iterate(epoch, position)
+    batches = stream.iterate(epoch, position)
     val_batches = validation_batches(dataset, val_rows, cfg)
     stop = StopFlag(cfg.out_dir)
     window = LogWindow(cfg, world_size, device, log, metrics, dataset.n_frames.mean())
@@ -332,9 +348,9 @@ def main(argv: list[str]) -> None:
     # The loop: one optimizer step per iteration. Nothing in it waits for the device except
     # the finite check at log and save steps.
     while True:
-        # Stop: at the step limit (the same step on every rank: each rank has as many batches
-        # per epoch), when asked to, or out of time.
-        if step >= cfg.max_steps or (cfg.max_epochs and epoch >= cfg.max_epochs):
+        # Stop: at the run's length (max_steps, max_epochs included: resolve_run_length; the
+        # same step on every rank), when asked to, or out of time.
+        if step >= cfg.max_steps:
             break
         out_of_time = cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds
         if any_rank(stop() or out_of_time, world_size, device):

@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny random ByT5-architecture encoder, a tiny generated corpus prepared
 with the real prepare script, a tiny random model and Whisper tiny.en for the evaluation
-tests, and config overrides for a model that trains in seconds on CPU."""
+tests, config overrides for a model that trains in seconds on CPU, and a Hugging Face cache
+holding tiny random stand-ins under the real hub names (run with the hub switched off)."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 
@@ -109,3 +111,70 @@ def tiny_overrides(tiny_encoder_dir, tiny_dataset, tmp_path) -> dict:
 
 def as_argv(overrides: dict) -> list[str]:
     return [item for key, value in overrides.items() for item in (f"--{key}", str(value))]
+
+
+# --- the model hub, offline -------------------------------------------------------------------
+BYT5_NAME = "google/byt5-small"
+BIGVGAN_NAME = "nvidia/bigvgan_v2_22khz_80band_fmax8k_256x"
+# BigVGAN v2 22 kHz's hyperparameters (upsampling x256, snakebeta, no tanh or bias at the end)
+# with one residual kernel and 64 channels at the input: random weights, built in a second.
+TINY_BIGVGAN = {"resblock": "1", "upsample_rates": [4, 4, 2, 2, 2, 2],
+                "upsample_kernel_sizes": [8, 8, 4, 4, 4, 4], "upsample_initial_channel": 64,
+                "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1]],
+                "activation": "snakebeta", "snake_logscale": True, "use_tanh_at_final": False,
+                "use_bias_at_final": False, "num_mels": 80, "n_fft": 1024, "hop_size": 256,
+                "win_size": 1024, "sampling_rate": 22050, "fmin": 0, "fmax": 8000}
+
+
+def write_tiny_bigvgan(out_dir: str) -> str:
+    """BigVGAN's own class at small size, saved as its hub repository holds it: config.json
+    and bigvgan_generator.pt ({"generator": weights with weight norm})."""
+    import torch
+    from bigvgan.bigvgan import BigVGAN
+    from bigvgan.env import AttrDict
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(TINY_BIGVGAN, f)
+    torch.manual_seed(0)
+    generator = BigVGAN(AttrDict(TINY_BIGVGAN))
+    torch.save({"generator": generator.state_dict()}, os.path.join(out_dir, "bigvgan_generator.pt"))
+    return out_dir
+
+
+def write_hub_snapshot(cache: str, repo_id: str, write) -> None:
+    """write(folder) fills repo_id's snapshot in the Hugging Face cache layout
+    (models--org--name/refs/main names the commit, snapshots/<commit>/ holds the files)."""
+    repo = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
+    commit = "0" * 40
+    write(os.path.join(repo, "snapshots", commit))
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    with open(os.path.join(repo, "refs", "main"), "w") as f:
+        f.write(commit)
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory) -> str:
+    """A Hugging Face hub cache with the ByT5 architecture at tiny size as google/byt5-small
+    and a small BigVGAN as nvidia/bigvgan_v2_22khz_80band_fmax8k_256x."""
+    cache = str(tmp_path_factory.mktemp("hf_hub_cache"))
+    encoder = load_script("make_random_encoder")
+    write_hub_snapshot(cache, BYT5_NAME, lambda folder: encoder.make_random_encoder(folder, "tiny"))
+    write_hub_snapshot(cache, BIGVGAN_NAME, write_tiny_bigvgan)
+    return cache
+
+
+@pytest.fixture
+def offline_hub(hub_cache, monkeypatch) -> dict:
+    """The hub switched off and hub_cache as the cache, for this process (huggingface_hub reads
+    its environment once, at import) and for the subprocesses it starts with the returned env.
+    Vocoders loaded here are forgotten afterwards, so no other test gets a stand-in."""
+    import huggingface_hub.constants
+    import audio
+    env = {"HF_HUB_CACHE": hub_cache, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub_cache)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(audio, "_VOCODERS", {})
+    monkeypatch.setattr(audio, "_FAILED", {})
+    return dict(os.environ)

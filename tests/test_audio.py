@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import audio
-from conftest import LJ_MINI
+from conftest import BIGVGAN_NAME, LJ_MINI, TINY_BIGVGAN
 
 
 def test_log_mel_matches_bigvgan_on_real_speech():
@@ -43,10 +43,14 @@ def test_normalize_round_trip():
 
 
 @pytest.mark.parametrize("name", ["hifigan", "hifigan-universal", "griffinlim", "bigvgan"])
-def test_vocoder_output_is_frames_times_hop(name):
+def test_vocoder_output_is_frames_times_hop(name, request):
+    if name == "bigvgan":  # the real loading code, on a small random stand-in in the hub cache
+        request.getfixturevalue("offline_hub")
     try:
         vocoder = audio.load_vocoder(name)
     except audio.VocoderError as exc:
+        if name == "bigvgan":
+            raise
         pytest.skip(f"{name} cannot be loaded here: {exc}")
     wav = audio.load_wav(os.path.join(LJ_MINI, "wavs", "LJ001-0002.wav"))
     mel = audio.log_mel(torch.from_numpy(wav))[:, :75]  # (m, n)
@@ -60,3 +64,23 @@ def test_vocoder_output_is_frames_times_hop(name):
 def test_unknown_vocoder_is_a_clear_error():
     with pytest.raises(audio.VocoderError, match="unknown vocoder 'wavenet'"):
         audio.load_vocoder("wavenet")
+
+
+def test_auto_vocoder_takes_bigvgan_from_the_hub_cache(offline_hub, tmp_path, monkeypatch, capsys):
+    from bigvgan.bigvgan import BigVGAN
+    from bigvgan.env import AttrDict
+    vocoder = audio.load_vocoder("auto")
+    assert vocoder.name == f"bigvgan:{BIGVGAN_NAME}"
+    assert capsys.readouterr().out.splitlines()[-1] == f"vocoder: bigvgan:{BIGVGAN_NAME}"
+    torch.manual_seed(0)  # the stand-in's weights, as the cache holds them
+    reference = BigVGAN(AttrDict(TINY_BIGVGAN))
+    reference.remove_weight_norm()
+    mel = torch.randn(1, 80, 12) - 5  # (b, m, n)
+    with torch.no_grad():
+        assert torch.allclose(vocoder(mel), reference.eval()(mel)[:, 0].clamp(-1, 1), atol=1e-6)
+    # An empty cache with the hub off: auto says why it passed BigVGAN over and falls back.
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(audio, "_VOCODERS", {})
+    assert audio.load_vocoder("auto").name != vocoder.name
+    assert "not in the local cache and the hub is unreachable" in capsys.readouterr().out

@@ -97,13 +97,17 @@ def test_the_checks_name_the_key_and_the_rule():
         config.load_config(None, {"init_from": None})  # `init_from:` in YAML is null, not ""
     with pytest.raises(config.ConfigError, match="'max_steps': must be an integer >= 1, got True"):
         config.load_config(None, {"max_steps": True})  # YAML `yes`
+    for key in ("data_dir", "compile", "mel_mean"):  # str() refuses ints of 4,300+ digits
+        with pytest.raises(config.ConfigError, match="an integer of thousands of digits"):
+            config.load_config(None, {key: 10 ** 5000})
     assert str(checks.Limit(float, 0, 1, high_open=True)) == "a finite number in [0, 1)"
 
 
 # ----------------------------------------------------------------------------- the CLIs
 
 
-NUMBER_FLAGS = {"sample": ["--steps", "--cfg_scale", "--sway", "--seed", "--duration_scale"],
+NUMBER_FLAGS = {"sample": ["--steps", "--cfg_scale", "--sway", "--seed", "--duration_scale",
+                           "--seconds"],
                 "eval_checkpoint": ["--steps", "--cfg_scale", "--sway", "--seed",
                                     "--duration_scale", "--batch_size", "--num_samples"]}
 BASE_ARGV = {"sample": ["--ckpt", "c.pt", "--text", "hi", "--out", "o.wav"],

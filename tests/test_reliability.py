@@ -233,6 +233,17 @@ def test_damaged_latest_falls_back_with_a_warning_naming_it(tmp_path, capsys):
         checkpoint.load_latest(run_dir)
 
 
+@pytest.mark.parametrize("keep,kept", [(3, [5, 4, 3]), (1, [5]), (0, [5, 4, 3, 2, 1])])
+def test_keep_checkpoints_counts_latest_and_0_keeps_all(tmp_path, keep, kept):
+    run_dir = str(tmp_path / "run")
+    for step in range(1, 6):
+        checkpoint.save(run_dir, {"model": {"w": torch.full((10,), float(step))}, "config": {},
+                                  "step": step}, keep=keep)
+    paths = checkpoint.candidates(run_dir)
+    assert [checkpoint.load(p)["step"] for p in paths] == kept  # latest.pt first
+    assert [os.path.basename(p) for p in paths[1:]] == [f"step_{s:08d}.pt" for s in kept[1:]]
+
+
 class RunsCode:
     def __init__(self, marker: str):
         self.marker = marker

@@ -6,10 +6,11 @@ import pytest
 import soundfile as sf
 import torch
 
+import audio
 import checkpoint
 import config
 import sample
-from conftest import REPO
+from conftest import BIGVGAN_NAME, REPO, write_tiny_bigvgan
 from model import FlowTTS
 
 
@@ -55,6 +56,36 @@ def test_text_file_writes_numbered_outputs(tiny_ckpt, tmp_path):
     assert lengths[1] > lengths[0] > 0
 
 
+def test_seconds_fixes_the_duration(tiny_ckpt, tmp_path):
+    path, model = tiny_ckpt
+    text = "Hello from a tiny model."
+    out = tmp_path / "fixed.wav"
+    sample.main(["--ckpt", path, "--text", text, "--out", str(out), "--steps", "2",
+                 "--vocoder", "griffinlim", "--seconds", "0.5"])
+    predicted = int(model.predict_frames(*model.encode_texts([text]))[0])
+    assert sf.info(out).frames == 43 * 256 != predicted * 256  # 0.5 s = 43.07 frames of 256
+
+
+def test_vocoder_model_names_the_bigvgan_weights(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(audio, "_VOCODERS", {})  # loaded here only
+    path, _ = tiny_ckpt
+    weights = write_tiny_bigvgan(str(tmp_path / "my_bigvgan"))
+    out = tmp_path / "bigvgan.wav"
+    sample.main(["--ckpt", path, "--text", "Hello.", "--out", str(out), "--steps", "1",
+                 "--seconds", "0.3", "--vocoder_model", weights])
+    assert f"vocoder: bigvgan:{weights}\n" in capsys.readouterr().out  # not a fallback
+    assert sf.info(out).frames == 26 * 256
+
+
+def test_vocoder_auto_takes_bigvgan_from_the_hub_cache(tiny_ckpt, tmp_path, offline_hub, capsys):
+    path, _ = tiny_ckpt
+    out = tmp_path / "auto.wav"
+    sample.main(["--ckpt", path, "--text", "Hello.", "--out", str(out), "--steps", "1",
+                 "--seconds", "0.3", "--vocoder", "auto"])
+    assert f"vocoder: bigvgan:{BIGVGAN_NAME}\n" in capsys.readouterr().out
+    assert BIGVGAN_NAME == audio.BIGVGAN_MODEL and sf.info(out).frames == 26 * 256
+
+
 @pytest.mark.parametrize("args,message", [
     (["--text", ""], "prompt is empty"),
     (["--text", "   \t "], "prompt is empty"),
@@ -74,6 +105,25 @@ def test_user_errors_are_one_clear_line(tiny_ckpt, tmp_path, args, message):
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "x.wav")
+
+
+def test_seconds_is_a_checked_number(capsys):
+    with pytest.raises(SystemExit):
+        sample.parse_args(["--ckpt", "c", "--text", "t", "--out", "o", "--seconds", "-1"])
+    assert "argument --seconds: must be a finite number >= 0, got '-1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seconds", "12"], r"at most 1024 \(block_size, 11.9 s\)"),
+    (["--seconds", "1", "--duration_scale", "2"], "give one of them"),
+    (["--vocoder_model", "x"], "--vocoder griffinlim does not use them"),
+])
+def test_seed_flags_refuse_what_cannot_be_done(tiny_ckpt, tmp_path, args, message):
+    out = tmp_path / "x.wav"
+    with pytest.raises(sample.PromptError, match=message):
+        sample.main(["--ckpt", tiny_ckpt[0], "--text", "ok", "--out", str(out),
+                     "--vocoder", "griffinlim", *args])
+    assert not out.exists()
 
 
 def test_missing_checkpoint_is_named(tmp_path):

@@ -6,11 +6,16 @@ import types
 import numpy as np
 import pytest
 import torch
+import yaml
 
+import checkpoint
 import optim
 import train
-from conftest import REPO, TINY_TEXTS, as_argv, load_script, write_tone_corpus
+from conftest import BYT5_NAME, REPO, TINY_TEXTS, as_argv, load_script, write_tone_corpus
 from metric import read_metrics
+
+
+SEED_OVERFIT64 = os.path.join(REPO, "tests", "fixtures", "seed_ljspeech_overfit64.yaml")
 
 
 def losses(run_dir: str) -> dict[int, float]:
@@ -28,6 +33,48 @@ def test_overfitting_four_utterances_halves_the_loss(tiny_overrides):
     assert end < 0.5 * start, (start, end)
 
 
+def test_the_seeds_overfit_config_runs_its_1000_steps_on_its_schedule(tiny_overrides):
+    """The seed's configs/ljspeech_overfit64.yaml as it is (max_epochs 1000, no max_steps),
+    shrunk to a tiny model. Its 64 utterances in 4 micro-batches of 16 were one step per epoch,
+    so the seed ran 1000 steps with the cosine ending at min_lr; here 8 utterances in one batch
+    of 8 are one step per epoch (one micro-batch, not 4: a quarter of the time)."""
+    run_dir = tiny_overrides["out_dir"]
+    shrink = {key: tiny_overrides[key] for key in ("data_dir", "text_encoder_name", "out_dir")}
+    shrink.update(decoder_d_model=32, decoder_n_layer=1, decoder_n_head=2, batch_size=8,
+                  effective_batch_size=8, eval_steps=2, eval_vocoder="none")
+    train.main(["--config", SEED_OVERFIT64, *as_argv(shrink)])
+    lr = {r["step"]: r["train/lr"] for r in read_metrics(run_dir) if "train/lr" in r}
+    assert sorted(lr) == list(range(10, 1001, 10))  # log_interval 10; not one step more
+    assert checkpoint.load(os.path.join(run_dir, "latest.pt"))["step"] == 1000
+    assert lr[10] == pytest.approx(1e-4) and lr[100] == pytest.approx(1e-3)  # warmup 100
+    assert lr[550] == pytest.approx((1e-3 + 6e-5) / 2)  # the cosine's middle
+    assert lr[1000] == pytest.approx(6e-5)  # min_lr at the last step
+    loss = losses(run_dir)
+    assert loss[1000] < 0.5 * loss[10], (loss[10], loss[1000])  # and it learned
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        resolved = yaml.safe_load(f)
+    assert (resolved["max_steps"], resolved["lr_schedule_steps"]) == (1000, 1000)
+    assert os.path.exists(os.path.join(run_dir, "eval", "step_1000", "mels.npz"))  # eval_interval
+
+
+@pytest.mark.parametrize("max_steps,max_epochs,batches,accum,schedule,expected", [
+    (200000, 1000, 4, 4, 0, (1000, 1000)),  # the seed's overfit-64: one step per epoch
+    (200000, 40, 1, 1, 0, (40, 40)),  # 40 epochs of one step: 40 steps, not 41
+    (500, 1000, 4, 4, 0, (500, 500)),  # max_steps comes first
+    (200000, 3, 5, 2, 0, (8, 8)),  # 15 micro-batches, 2 per step: the last step ends epoch 3
+    (200000, 0, 5, 2, 7000, (200000, 7000)),  # no epoch bound; lr_schedule_steps as set
+])
+def test_run_length_is_the_first_bound_reached(tiny_overrides, max_steps, max_epochs, batches,
+                                               accum, schedule, expected):
+    import config
+    cfg = config.load_config(None, {"max_steps": max_steps, "max_epochs": max_epochs,
+                                    "lr_schedule_steps": schedule, "warmup_steps": 2})
+    cfg = train.resolve_run_length(cfg, batches, accum)
+    assert (cfg.max_steps, cfg.lr_schedule_steps) == expected
+    last = optim.lr_at(cfg.lr_schedule_steps - 1, cfg)
+    assert last == pytest.approx(cfg.min_lr) and optim.lr_at(cfg.warmup_steps, cfg) < cfg.lr
+
+
 def test_resume_continues_with_the_same_losses(tiny_overrides, tmp_path):
     common = {**tiny_overrides, "lr_schedule_steps": 12, "max_steps": 12, "ema_decay": 0.9}
     straight = {**common, "out_dir": str(tmp_path / "straight")}
@@ -39,6 +86,15 @@ def test_resume_continues_with_the_same_losses(tiny_overrides, tmp_path):
     assert sorted(b) == list(range(1, 13))
     for step in range(6, 13):
         assert abs(a[step] - b[step]) < 1e-6, (step, a[step], b[step])
+
+
+def test_trains_on_google_byt5_small_from_the_hub_cache(tiny_overrides, offline_hub):
+    overrides = {k: v for k, v in tiny_overrides.items() if k != "text_encoder_name"}
+    train.main(as_argv({**overrides, "max_steps": 3, "decoder_d_model": 32}))
+    state = checkpoint.load(os.path.join(overrides["out_dir"], "latest.pt"))
+    assert state["step"] == 3 and state["config"]["text_encoder_name"] == BYT5_NAME
+    assert state["model"]["text_proj.weight"].shape == (32, 64)  # from the tiny stand-in's 64
+    assert not any(k.startswith("text_encoder.t5.") for k in state["model"])  # frozen: not saved
 
 
 def test_stop_file_saves_and_exits_cleanly(tiny_overrides):
