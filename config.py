@@ -87,12 +87,14 @@ class TrainConfig:
 
     # Run directory, logging and checkpoints.
     out_dir: str = ".artifacts/local/run"
+    run_name: str = ""  # the run's name in W&B and metrics.jsonl; empty: out_dir's folder name
+    resume: str = ""  # continue from this checkpoint (any step_<N>.pt); empty: out_dir's latest
     init_from: str = ""  # start from another run's weights (fresh optimizer and step)
     log_interval: int = 10
     val_interval: int = 1000  # held-out flow loss
     save_interval: int = 1000
     keep_checkpoints: int = 3  # latest.pt + the newest step_<N>.pt up to this many; 0: keep all
-    wandb_project: str = ""  # empty: no W&B; otherwise offline unless WANDB_MODE says so
+    wandb_project: str = ""  # empty (or --no_wandb): no W&B; offline unless WANDB_MODE says so
 
     # In-loop evaluation: sample, vocode, transcribe, WER (rank 0).
     eval_interval: int = 0  # steps
@@ -224,15 +226,23 @@ def apply(cfg: TrainConfig, values: dict, source: str) -> TrainConfig:
     return dataclasses.replace(cfg, **updates)
 
 
+# The seed's switches (flags without a value) and the setting each one stands for.
+SWITCHES = {"no_wandb": ("wandb_project", "")}
+
+
 def parse_overrides(argv: list[str]) -> dict[str, str]:
-    """`--key value` / `--key=value` pairs; dashes in keys may be written as in the field."""
+    """`--key value` / `--key=value` pairs, and SWITCHES; dashes in keys may be written as in
+    the field."""
     values, i = {}, 0
     while i < len(argv):
         arg = argv[i]
         if not arg.startswith("--"):
             raise ConfigError(f"expected --key value, got {arg!r}")
         key = arg[2:]
-        if "=" in key:
+        if key.replace("-", "_") in SWITCHES:
+            key, value = SWITCHES[key.replace("-", "_")]
+            i += 1
+        elif "=" in key:
             key, value = key.split("=", 1)
             i += 1
         elif i + 1 < len(argv):

@@ -16,6 +16,7 @@ class MetricLogger:
                  config: dict | None = None, run_name: str | None = None):
         self.enabled = enabled
         self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.run_name = run_name or os.path.basename(os.path.abspath(run_dir))
         self.wandb = None
         if not enabled:
             return
@@ -27,7 +28,7 @@ class MetricLogger:
                 print("note: wandb is not installed; metrics go to metrics.jsonl only")
             else:
                 self.wandb = wandb.init(project=wandb_project, dir=run_dir, config=config,
-                                        name=run_name or os.path.basename(run_dir.rstrip("/")),
+                                        name=self.run_name,
                                         mode=os.environ.get("WANDB_MODE", "offline"),
                                         resume="allow")
 

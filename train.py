@@ -4,9 +4,9 @@
     torchrun --standalone --nproc_per_node 2 train.py --config configs/ljspeech.yaml
 
 The run directory (`out_dir`) holds latest.pt, metrics.jsonl (its first record describes
-the run: code revision, libraries, device, sizes), config.yaml and eval/step_<N>/. A run
-with a latest.pt resumes from it; `touch <out_dir>/STOP`, SIGTERM or SIGINT make it finish
-the step, save and exit 0.
+the run: its name, code revision, libraries, device, sizes), config.yaml and eval/step_<N>/.
+A run with a latest.pt resumes from it (`--resume PATH`: from that checkpoint instead);
+`touch <out_dir>/STOP`, SIGTERM or SIGINT make it finish the step, save and exit 0.
 """
 from __future__ import annotations
 
@@ -105,29 +105,31 @@ class StopFlag:
 
 
 def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
-    """Restore (step, epoch, position) from out_dir/latest.pt, or start from init_from."""
+    """Restore (step, epoch, position) from `resume` (a checkpoint named on the command line)
+    or else out_dir/latest.pt; with neither, start from init_from's weights or from scratch."""
     model, ema = trainer.model, trainer.ema
-    state = checkpoint.load_latest(cfg.out_dir)
+    state = checkpoint.load(cfg.resume) if cfg.resume else checkpoint.load_latest(cfg.out_dir)
+    source = cfg.resume or os.path.join(cfg.out_dir, checkpoint.LATEST)
     if state is None:
         if cfg.init_from:  # fine-tuning: weights only; fresh optimizer, step 0
-            source = checkpoint.load(cfg.init_from)
-            checkpoint.check_compatible(source["config"], cfg)
-            checkpoint.load_weights(model, source["model"], cfg.init_from)
+            init_state = checkpoint.load(cfg.init_from)
+            checkpoint.check_compatible(init_state["config"], cfg)
+            checkpoint.load_weights(model, init_state["model"], cfg.init_from)
             if ema is not None:
                 ema.load_state_dict(model.state_dict())
-            log(f"initialised weights from {cfg.init_from} (step {source['step']})")
+            log(f"initialised weights from {cfg.init_from} (step {init_state['step']})")
         return 0, 0, 0
     for change in checkpoint.check_compatible(state["config"], cfg):
         log(f"resuming with a changed setting: {change}")
-    checkpoint.load_weights(model, state["model"], "latest.pt")
+    checkpoint.load_weights(model, state["model"], source)
     for opt, opt_state in zip(trainer.optimizers, state["optimizers"]):
         opt.load_state_dict(opt_state)
     if ema is not None and state.get("ema"):
-        checkpoint.load_weights(ema, state["ema"], "latest.pt (ema)")
+        checkpoint.load_weights(ema, state["ema"], f"{source} (ema)")
     torch.set_rng_state(state["rng_cpu"])
     if torch.cuda.is_available() and state.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(state["rng_cuda"])
-    log(f"resumed from {cfg.out_dir} at step {state['step']}")
+    log(f"resumed from {source} at step {state['step']}")
     return state["step"], state["epoch"], state["position"]
 
 
@@ -243,11 +245,13 @@ def load_data(cfg, rank: int, world_size: int):
 def open_run(cfg, trainer: Trainer, step: int, master: bool, log, n_train: int,
              n_val: int) -> MetricLogger:
     """The metrics log, and on rank 0 config.yaml and the run's description."""
-    metrics = MetricLogger(cfg.out_dir, master, cfg.wandb_project, config_lib.as_dict(cfg))
+    metrics = MetricLogger(cfg.out_dir, master, cfg.wandb_project, config_lib.as_dict(cfg),
+                           cfg.run_name or None)
     if master:
         with open(os.path.join(cfg.out_dir, "config.yaml"), "w") as f:
             yaml.safe_dump(config_lib.as_dict(cfg), f, sort_keys=False)
-        info = describe_run(cfg, trainer.device, trainer.world_size, trainer.model)
+        info = {"run_name": metrics.run_name,
+                **describe_run(cfg, trainer.device, trainer.world_size, trainer.model)}
         metrics.log(step, {"run": info, "train_utterances": n_train})
         log(f"run: {info}")
         log(f"data: {n_train} train / {n_val} val utterances, {trainer.accum} micro-batch(es) "

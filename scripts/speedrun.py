@@ -76,11 +76,9 @@ def score_mels(path: str, out_dir: str, vocoder, asr, dataset) -> dict:
 def floors(data_dir: str, out_dir: str, protocol=PROTOCOL) -> dict:
     """Ground-truth mels -> each HiFi-GAN weight -> each Whisper, for val (the scored subset)
     and test: {split: {vocoder: {whisper: wer}}}, written to OUT/floors.json with each
-    transcript in OUT/<split>/<vocoder>/<whisper>.jsonl."""
-    import audio
+    transcript in OUT/<split>/<vocoder>/<whisper>.jsonl. Transcripts already in OUT for the
+    same prompts are scored again from their text, not heard again (a floor costs CPU hours)."""
     import evaluator
-    import torch
-    from asr import load_asr
     from data import PreparedDataset
     dataset = PreparedDataset(data_dir)
     result = {}
@@ -88,26 +86,55 @@ def floors(data_dir: str, out_dir: str, protocol=PROTOCOL) -> dict:
         rows = evaluator.evenly_spaced(dataset.rows(split, 10 ** 9, 10 ** 9), n)
         if not rows:
             raise BenchmarkError(f"{data_dir}: no {split} utterances")
-        prompts = [(dataset.ids[r], dataset.texts[r]) for r in rows]
-        result[split] = {}
-        for vocoder_name in FLOOR_VOCODERS:
-            vocoder = audio.load_vocoder(vocoder_name, "cpu")
-            wavs = [vocoder(torch.as_tensor(dataset.mel(r)).T[None])[0].numpy()  # (m, n) -> (s,)
-                    for r in rows]
-            result[split][vocoder_name] = {}
-            for model in FLOOR_ASRS:  # one vocoding, both recognizers
-                asr = load_asr(protocol.asr, model)
-                scored, corpus = evaluator.score(prompts, asr.transcribe(wavs))
-                result[split][vocoder_name][model] = corpus["wer"]
-                os.makedirs(os.path.join(out_dir, split, vocoder_name), exist_ok=True)
-                with open(os.path.join(out_dir, split, vocoder_name, f"{model}.jsonl"), "w") as f:
-                    f.writelines(json.dumps(row) + "\n" for row in scored)
-                print(f"floor {split} ({len(rows)}) {vocoder_name} {asr.name}: "
-                      f"{100 * corpus['wer']:.2f}%")
+        result[split] = {name: split_floor(dataset, rows, name, os.path.join(out_dir, split, name),
+                                           protocol)
+                         for name in FLOOR_VOCODERS}
     with open(os.path.join(out_dir, "floors.json"), "w") as f:
         json.dump({"protocol": protocol.as_dict(), "data_dir": os.path.abspath(data_dir),
                    "floors": result}, f, indent=2)
     return result
+
+
+def split_floor(dataset, rows: list[int], vocoder_name: str, folder: str, protocol) -> dict:
+    """{whisper: corpus WER} of these utterances' own mels through one vocoder."""
+    import audio
+    import evaluator
+    import torch
+    from asr import load_asr
+    prompts = [(dataset.ids[r], dataset.texts[r]) for r in rows]
+    heard = {model: cached_hypotheses(os.path.join(folder, f"{model}.jsonl"), prompts)
+             for model in FLOOR_ASRS}
+    wavs = None
+    if any(h is None for h in heard.values()):  # one vocoding, both recognizers
+        vocoder = audio.load_vocoder(vocoder_name, "cpu")
+        wavs = [vocoder(torch.as_tensor(dataset.mel(r)).T[None])[0].numpy()  # (m, n) -> (s,)
+                for r in rows]
+    wers = {}
+    for model in FLOOR_ASRS:
+        asr_name = f"{protocol.asr}:{model}"
+        if heard[model] is None:
+            asr = load_asr(protocol.asr, model)
+            asr_name = asr.name
+            heard[model] = asr.transcribe(wavs)
+        scored, corpus = evaluator.score(prompts, heard[model])
+        wers[model] = corpus["wer"]
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{model}.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in scored)
+        print(f"floor {os.path.basename(os.path.dirname(folder))} ({len(rows)}) {vocoder_name} "
+              f"{asr_name}: {100 * corpus['wer']:.2f}%")
+    return wers
+
+
+def cached_hypotheses(path: str, prompts: list[tuple[str, str]]) -> list[str] | None:
+    """The transcripts an earlier floor run wrote to path, when they are of these prompts."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if [row["id"] for row in rows] != [pid for pid, _ in prompts]:
+        return None
+    return [row["hypothesis"] for row in rows]
 
 
 def read_floors(floors_file: str, protocol) -> tuple[float, float, str]:

@@ -62,17 +62,28 @@ def tiny_encoder_dir(tmp_path_factory) -> str:
     return encoder.make_random_encoder(str(tmp_path_factory.mktemp("enc") / "byt5-tiny"), "tiny")
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory) -> str:
-    """10 chirp utterances, prepared; the last 2 are the held-out split."""
-    root = tmp_path_factory.mktemp("corpus")
+def prepare_tone_corpus(root, splits: list[str]) -> str:
+    """TINY_TEXTS as chirps, prepared under root/prepared with the i-th clip in splits[i]."""
     src = write_tone_corpus(str(root / "src"), TINY_TEXTS)
     split_file = root / "splits.tsv"
     split_file.write_text("id\tsplit\n" + "".join(
-        f"TT001-{i:04d}\t{'val' if i >= 8 else 'train'}\n" for i in range(len(TINY_TEXTS))))
+        f"TT001-{i:04d}\t{split}\n" for i, split in enumerate(splits)))
     out = str(root / "prepared")
     load_script("prepare_ljspeech").prepare(out, src=src, workers=1, split_file=str(split_file))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> str:
+    """10 chirp utterances, prepared; the last 2 are the held-out split."""
+    return prepare_tone_corpus(tmp_path_factory.mktemp("corpus"), ["train"] * 8 + ["val"] * 2)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_with_test(tmp_path_factory) -> str:
+    """The same 10 chirps: 7 train, 2 val and 1 test (the benchmark's three splits)."""
+    return prepare_tone_corpus(tmp_path_factory.mktemp("corpus_test"),
+                               ["train"] * 7 + ["val"] * 2 + ["test"])
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,18 @@ def test_repo_configs_and_seed_style_yaml_load(tmp_path):
     assert config.load_config(str(path)).diffusion_train_steps == 1000
 
 
+def test_the_seeds_train_flags_are_config_overrides():
+    seed_argv = ["--config", "configs/ljspeech.yaml", "--resume", "runs/a/step_00001000.pt",
+                 "--run_name", "habits", "--no_wandb", "--lr", "5e-4"]
+    cfg = config.config_from_argv(seed_argv)
+    assert (cfg.resume, cfg.run_name, cfg.wandb_project, cfg.lr) == (
+        "runs/a/step_00001000.pt", "habits", "", 5e-4)
+    assert config.load_config("configs/ljspeech.yaml").wandb_project == "nanoaudio"
+    assert config.parse_overrides(["--no-wandb"]) == {"wandb_project": ""}
+    with pytest.raises(ConfigError, match="'--run_name' has no value"):
+        config.parse_overrides(["--no_wandb", "--run_name"])
+
+
 def test_checkpoint_round_trip():
     cfg = config.load_config(None, {"lr": "3e-4", "mel_mean": "-5"})
     assert config.from_dict(config.as_dict(cfg)) == cfg

@@ -11,7 +11,7 @@ import yaml
 import benchmark
 import config
 import train
-from conftest import TINY_TEXTS, as_argv, load_script, write_tone_corpus
+from conftest import as_argv, load_script
 
 speedrun = load_script("speedrun")
 TINY = benchmark.Protocol(n_val_scored=2, n_test=1, nfe=2, cfg_scale=1.0, budget_seconds=1.2,
@@ -27,16 +27,11 @@ def test_protocol_overrides_load_as_the_protocol_says():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_encoder_dir):
+def tiny_run(tmp_path_factory, tiny_encoder_dir, tiny_dataset_with_test):
     """A run trained under the tiny protocol (a fake clock: 0.1 s a step) on chirps with a test
     split, and floors.json naming that dataset."""
     root = tmp_path_factory.mktemp("speedrun")
-    splits = ["train"] * 7 + ["val", "val", "test"]
-    (root / "splits.tsv").write_text("id\tsplit\n" + "".join(
-        f"TT001-{i:04d}\t{split}\n" for i, split in enumerate(splits)))
-    data = str(root / "data")
-    load_script("prepare_ljspeech").prepare(data, src=write_tone_corpus(str(root / "src"), TINY_TEXTS),
-                                            workers=1, split_file=str(root / "splits.tsv"))
+    data = tiny_dataset_with_test
     overrides = {"data_dir": data, "text_encoder_name": tiny_encoder_dir, "decoder_d_model": 64,
                  "decoder_n_layer": 2, "decoder_n_head": 2, "batch_size": 4, "num_workers": 0,
                  "log_interval": 2, "dtype": "fp32", "out_dir": str(root / "run")}
@@ -90,3 +85,36 @@ def test_a_run_off_the_protocol_is_refused(tiny_run, tmp_path):
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**settings, "eval_cfg_scale": 2.0}))
     with pytest.raises(benchmark.BenchmarkError, match="eval_cfg_scale is 2.0; the protocol says 1.0"):
         speedrun.check_protocol(str(tmp_path / "run"), TINY)
+
+
+def test_floors_score_transcripts_already_written_without_hearing_them_again(
+        tmp_path, monkeypatch, tiny_dataset_with_test):
+    """A floor run cut short keeps its transcripts; the next run scores them from their text
+    (no vocoder, no Whisper) and writes floors.json with their corpus WER."""
+    from data import PreparedDataset
+    dataset = PreparedDataset(tiny_dataset_with_test)
+    for split in ("val", "test"):
+        ids = [dataset.ids[r] for r in dataset.rows(split, 10 ** 9, 10 ** 9)]
+        texts = [dataset.texts[r] for r in dataset.rows(split, 10 ** 9, 10 ** 9)]
+        for vocoder in speedrun.FLOOR_VOCODERS:
+            folder = tmp_path / split / vocoder
+            folder.mkdir(parents=True)
+            for model in speedrun.FLOOR_ASRS:
+                # every transcript drops the first word of its text: one deletion each
+                rows = [{"id": pid, "hypothesis": text.split(" ", 1)[1]}
+                        for pid, text in zip(ids, texts)]
+                (folder / f"{model}.jsonl").write_text(
+                    "".join(json.dumps(row) + "\n" for row in rows))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached floor was heard again")
+    monkeypatch.setattr("audio.load_vocoder", refuse)
+    monkeypatch.setattr("asr.load_asr", refuse)
+    result = speedrun.floors(tiny_dataset_with_test, str(tmp_path), TINY)
+    rescored = [json.loads(line) for line in
+                (tmp_path / "val" / "hifigan-universal" / "base.jsonl").read_text().splitlines()]
+    assert [row["deletions"] for row in rescored] == [1, 1]
+    val_words = sum(row["ref_words"] for row in rescored)
+    assert result["val"]["hifigan-universal"]["base"] == pytest.approx(2 / val_words)
+    written = json.loads((tmp_path / "floors.json").read_text())
+    assert written["floors"] == result

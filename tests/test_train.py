@@ -11,7 +11,7 @@ import yaml
 import checkpoint
 import optim
 import train
-from conftest import BYT5_NAME, REPO, TINY_TEXTS, as_argv, load_script, write_tone_corpus
+from conftest import BYT5_NAME, REPO, TINY_TEXTS, as_argv
 from metric import read_metrics
 
 
@@ -97,6 +97,54 @@ def test_trains_on_google_byt5_small_from_the_hub_cache(tiny_overrides, offline_
     assert not any(k.startswith("text_encoder.t5.") for k in state["model"])  # frozen: not saved
 
 
+def test_resume_takes_any_checkpoint(tiny_overrides, tmp_path):
+    common = {**tiny_overrides, "lr_schedule_steps": 6, "max_steps": 6, "save_interval": 3}
+    first = {**common, "out_dir": str(tmp_path / "first")}
+    train.main(as_argv(first))
+    step_3 = os.path.join(first["out_dir"], "step_00000003.pt")
+    second = {**common, "out_dir": str(tmp_path / "second")}
+    train.main(as_argv({**second, "resume": step_3}))  # an empty out_dir: from step 3 of first
+    a, b = losses(first["out_dir"]), losses(second["out_dir"])
+    assert sorted(b) == [4, 5, 6]
+    for step in b:
+        assert abs(a[step] - b[step]) < 1e-6, (step, a[step], b[step])
+    assert checkpoint.load(os.path.join(second["out_dir"], "latest.pt"))["step"] == 6
+    missing = str(tmp_path / "nope.pt")
+    with pytest.raises(checkpoint.CheckpointError, match=f"{missing}: not a loadable"):
+        train.main(as_argv({**second, "resume": missing}))
+
+
+class FakeWandb:
+    """What MetricLogger calls of the wandb package, recorded."""
+
+    def __init__(self):
+        self.runs = []
+
+    def init(self, **settings):
+        self.runs.append(settings)
+        return self
+
+    def log(self, values, step):
+        pass
+
+    def finish(self):
+        pass
+
+
+def test_run_name_names_the_run_and_no_wandb_turns_wandb_off(tiny_overrides, tmp_path,
+                                                              monkeypatch):
+    wandb = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    run = {**tiny_overrides, "max_steps": 2, "wandb_project": "nanoaudio", "run_name": "habits"}
+    train.main(as_argv(run))
+    assert [(r["project"], r["name"]) for r in wandb.runs] == [("nanoaudio", "habits")]
+    assert read_metrics(run["out_dir"])[0]["run"]["run_name"] == "habits"
+    other = str(tmp_path / "other")
+    train.main([*as_argv({**run, "out_dir": other, "run_name": ""}), "--no_wandb"])
+    assert len(wandb.runs) == 1  # no W&B run the second time
+    assert read_metrics(other)[0]["run"]["run_name"] == "other"  # out_dir's folder name
+
+
 def test_stop_file_saves_and_exits_cleanly(tiny_overrides):
     run_dir = tiny_overrides["out_dir"]
     os.makedirs(run_dir)
@@ -149,23 +197,16 @@ def test_stacked_muon_matches_torch_muon(adjust_lr_fn):
                        stacked.state[params["ours"][0]]["momentum_buffer"])
 
 
-def test_evaluates_by_the_training_clock_and_keeps_test_mels(tiny_overrides, tmp_path,
-                                                            monkeypatch):
+def test_evaluates_by_the_training_clock_and_keeps_test_mels(tiny_overrides,
+                                                            tiny_dataset_with_test, monkeypatch):
     """eval_interval_seconds: an evaluation at the first step past each multiple of the training
     time (the speedrun's clock), and one at the end, each with the val mels and the test
     split's. A fake clock makes every step last 0.1 s (the clock reads twice a step)."""
-    splits = ["train"] * 7 + ["val", "val", "test"]
-    (tmp_path / "splits.tsv").write_text("id\tsplit\n" + "".join(
-        f"TT001-{i:04d}\t{split}\n" for i, split in enumerate(splits)))
-    data = str(tmp_path / "data")
-    load_script("prepare_ljspeech").prepare(
-        data, src=write_tone_corpus(str(tmp_path / "src"), TINY_TEXTS), workers=1,
-        split_file=str(tmp_path / "splits.tsv"))
     ticks = iter(range(10 ** 6))
     monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: 0.1 * next(ticks)))
-    run = {**tiny_overrides, "data_dir": data, "max_steps": 12, "eval_interval_seconds": 0.33,
-           "eval_prompts": "val", "eval_num_samples": 0, "eval_steps": 2, "eval_keep_test": True,
-           "eval_asr": "none", "eval_vocoder": "none"}
+    run = {**tiny_overrides, "data_dir": tiny_dataset_with_test, "max_steps": 12,
+           "eval_interval_seconds": 0.33, "eval_prompts": "val", "eval_num_samples": 0,
+           "eval_steps": 2, "eval_keep_test": True, "eval_asr": "none", "eval_vocoder": "none"}
     train.main(as_argv(run))
     evals = [r for r in read_metrics(run["out_dir"]) if "eval/train_seconds" in r]
     assert [r["step"] for r in evals] == [4, 7, 10, 12]
