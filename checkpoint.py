@@ -102,7 +102,8 @@ def _write_and_swap(state: dict, tmp: str, latest: str) -> None:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())  # a full disk may say so only here
-    try:  # the old one keeps a second name before the new one takes over
+    # The old one keeps a second name before the new one takes over.
+    try:
         old_step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["step"]
     except Exception:  # none yet, or damaged: nothing worth keeping
         old_step = state["step"]

@@ -181,7 +181,8 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:  # the cheap checks first, so a typo fails before any model loads
+    # The cheap checks first, so a typo fails before any model loads.
+    try:
         if args.sweep:
             parse_sweep(args.sweep)
         prompts = args.prompts and evaluator.load_prompts(args.prompts, None, args.num_samples)
