@@ -177,9 +177,23 @@ def model_from_checkpoint(path: str, device, use_ema: bool = True,
     return model
 
 
+# Weights renamed since checkpoints were first written: old prefix -> new prefix.
+RENAMED = {"duration.": "duration_predictor."}
+
+
+def renamed(weights: dict) -> dict:
+    """An older checkpoint's weights under the model's current names."""
+    def current(key: str) -> str:
+        for old, new in RENAMED.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+    return {current(key): value for key, value in weights.items()}
+
+
 def load_weights(model: FlowTTS, weights: dict, what: str) -> None:
     """Load trainable weights (the frozen encoder comes from its name); refuse a mismatch."""
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(renamed(weights), strict=False)
     missing = [k for k in missing if not k.startswith("text_encoder.t5.")]
     if missing or unexpected:
         raise CheckpointError(f"{what}: weights do not fit the model "

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 import audio
-from model import MEL_PAD_MULTIPLE, round_up, tokenize
+from tokenizer import MEL_PAD_MULTIPLE, round_up, tokenize
 
 
 class DatasetError(ValueError):
@@ -226,12 +226,13 @@ class KeyedCollate:
 
 class TextFeatureCache:
     """Frozen-encoder features of every dataset utterance, computed once: the encoder never
-    runs in the training step. Stored flat, (sum of l, h), on the model's device."""
+    runs in the training step. `encode(texts) -> (hidden (b, l, h), mask (b, l))` is the
+    frozen encoder (FlowTTS.encode_texts). Stored flat, (sum of l, h), on encode's device."""
 
-    def __init__(self, model, texts: list[str], batch_size: int = 64):
+    def __init__(self, encode, texts: list[str], batch_size: int = 64):
         features, lengths = [], []
         for start in range(0, len(texts), batch_size):
-            hidden, mask = model.encode_texts(texts[start:start + batch_size])  # (b, l, h)
+            hidden, mask = encode(texts[start:start + batch_size])  # (b, l, h)
             counts = mask.sum(1).tolist()
             lengths += counts
             features += [hidden[i, :k] for i, k in enumerate(counts)]

@@ -9,7 +9,6 @@ h text-encoder width, d decoder width.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -19,33 +18,7 @@ import torch.nn.functional as F
 
 import audio
 from config import check_sway
-
-BYTE_VOCAB = 384  # ByT5: 3 special ids + 256 bytes, padded to 384
-
-
-@functools.lru_cache(maxsize=1)
-def _tokenizer():
-    from transformers import ByT5Tokenizer
-    return ByT5Tokenizer()  # byte-level: needs no vocabulary file, so no download
-
-
-# Lengths are padded up to these multiples, so attention sees few distinct shapes: each new
-# one costs a kernel plan (cuDNN takes ~6 ms of CPU per shape), a CUDA graph or a recompile.
-TEXT_PAD_MULTIPLE = 64
-MEL_PAD_MULTIPLE = 16
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """UTF-8 bytes + EOS, right-padded to the batch max rounded up to TEXT_PAD_MULTIPLE.
-    Returns ids (b, l), mask (b, l) bool."""
-    enc = _tokenizer()(texts, padding=True, truncation=True, max_length=max_length,
-                       pad_to_multiple_of=TEXT_PAD_MULTIPLE, return_tensors="pt")
-    return enc.input_ids, enc.attention_mask.bool()
-
+from tokenizer import BYTE_VOCAB, MEL_PAD_MULTIPLE, TEXT_PAD_MULTIPLE, round_up, tokenize
 
 class TextEncoder(nn.Module):
     """Frozen ByT5 encoder (`text_encoder: byt5`) or a trained byte embedding (ablation)."""
@@ -247,7 +220,7 @@ class FlowTTS(nn.Module):
         self.cfg = cfg
         self.text_encoder = TextEncoder(cfg)
         self.text_proj = nn.Linear(self.text_encoder.width, cfg.decoder_d_model, bias=False)
-        self.duration = DurationPredictor(self.text_encoder.width)
+        self.duration_predictor = DurationPredictor(self.text_encoder.width)
         self.decoder = MelDecoder(cfg)
         null_ids, null_mask = tokenize([""], cfg.max_text_length)  # EOS only: the CFG null text
         self.register_buffer("null_ids", null_ids, persistent=False)
@@ -264,7 +237,7 @@ class FlowTTS(nn.Module):
         cfg = self.cfg
         text_hidden = batch.text_hidden if batch.text_hidden is not None else \
             self.text_encoder(batch.text_ids, batch.text_mask)
-        log_duration = self.duration(text_hidden, batch.text_mask)
+        log_duration = self.duration_predictor(text_hidden, batch.text_mask)
         true_seconds = batch.mel_mask.sum(1).float() / audio.FRAMES_PER_SECOND
         duration_loss = F.mse_loss(log_duration, true_seconds.log())
 
@@ -304,7 +277,7 @@ class FlowTTS(nn.Module):
 
     @torch.no_grad()
     def predict_frames(self, text_hidden, text_mask, duration_scale: float = 1.0):
-        seconds = self.duration(text_hidden, text_mask).exp() * duration_scale
+        seconds = self.duration_predictor(text_hidden, text_mask).exp() * duration_scale
         return (seconds * audio.FRAMES_PER_SECOND).round().clamp(1, self.cfg.block_size).long()
 
     @torch.no_grad()
@@ -384,7 +357,7 @@ class FlowTTS(nn.Module):
         count = lambda module: sum(p.numel() for p in module.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"text_encoder": count(self.text_encoder), "text_proj": count(self.text_proj),
-                "duration_predictor": count(self.duration), "decoder": count(self.decoder),
+                "duration_predictor": count(self.duration_predictor), "decoder": count(self.decoder),
                 "trainable": trainable, "frozen": count(self) - trainable}
 
 

@@ -58,7 +58,7 @@ class Trainer:
         self.trained = [p for p in self.model.parameters() if p.requires_grad]
         self.ema_trained = [p for p, q in zip(self.ema.parameters(), self.model.parameters())
                             if q.requires_grad] if self.ema else []
-        self.cache = (TextFeatureCache(self.model, dataset.texts)
+        self.cache = (TextFeatureCache(self.model.encode_texts, dataset.texts)
                       if cfg.cache_text_features and self.model.text_encoder.frozen else None)
         self.accum = grad_accum_steps(cfg, world_size)
         use_bf16 = cfg.dtype == "bf16" and device.type == "cuda"

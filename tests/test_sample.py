@@ -20,8 +20,8 @@ def tiny_ckpt(tiny_overrides, tmp_path):
     torch.manual_seed(0)
     model = FlowTTS(cfg)
     with torch.no_grad():  # a duration head that predicts ~0.1 s per byte: short test wavs
-        model.duration.mlp[2].bias.fill_(-2.3)
-        model.duration.mlp[2].weight.zero_()
+        model.duration_predictor.mlp[2].bias.fill_(-2.3)
+        model.duration_predictor.mlp[2].weight.zero_()
     state = {"model": checkpoint.trainable_state(model), "config": config.as_dict(cfg), "step": 0}
     checkpoint.save(str(tmp_path / "ckpt"), state, keep=1)
     return str(tmp_path / "ckpt" / "latest.pt"), model
