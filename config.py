@@ -156,7 +156,8 @@ LIMITS = {
     "max_bad_steps": POSITIVE_COUNT, "ema_decay": Limit(float, 0, 1, high_open=True),
     "seed": SEED, "log_interval": POSITIVE_COUNT, "val_interval": POSITIVE_COUNT,
     "save_interval": POSITIVE_COUNT, "keep_checkpoints": COUNT, "eval_interval": COUNT,
-    "eval_interval_seconds": Limit(float, 0), "eval_num_samples": COUNT, "eval_steps": STEPS, "eval_cfg_scale": CFG_SCALE,
+    "eval_interval_seconds": Limit(float, 0), "eval_num_samples": COUNT, "eval_steps": STEPS,
+    "eval_cfg_scale": CFG_SCALE,
     "eval_sway": SWAY,
 }
 

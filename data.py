@@ -39,8 +39,8 @@ class PreparedDataset:
         mels_path = os.path.join(data_dir, "mels.f16")
         for path in (stats_path, index_path, mels_path):
             if not os.path.exists(path):
-                raise DatasetError(f"{path} not found: prepare the dataset first with "
-                                   f"`python scripts/prepare_ljspeech.py --out {data_dir} --src DIR`")
+                raise DatasetError(f"{path} not found: prepare the dataset first with `python "
+                                   f"scripts/prepare_ljspeech.py --out {data_dir} --src DIR`")
         with open(stats_path) as f:
             self.stats = json.load(f)
         table = pq.read_table(index_path).to_pydict()
@@ -156,7 +156,8 @@ class Collate:
         noise = torch.zeros(len(rows), n, audio.N_MELS)
         for i, (m, z, _, _) in enumerate(items):
             mel[i, :len(m)], noise[i, :len(z)] = torch.from_numpy(m), torch.from_numpy(z)
-        text_ids, text_mask = tokenize([self.dataset.texts[r] for r in rows], self.cfg.max_text_length)
+        texts = [self.dataset.texts[r] for r in rows]
+        text_ids, text_mask = tokenize(texts, self.cfg.max_text_length)
         return Batch(rows=torch.tensor(rows), mel=mel,
                      mel_mask=torch.arange(n)[None] < torch.tensor(lengths)[:, None],
                      text_ids=text_ids, text_mask=text_mask, noise=noise,
@@ -202,7 +203,8 @@ class BatchStream:
                 e, p = e + 1, 0
 
         loader = torch.utils.data.DataLoader(
-            _Keys(), sampler=keys(), batch_size=None, collate_fn=KeyedCollate(self.dataset, self.cfg),
+            _Keys(), sampler=keys(), batch_size=None,
+            collate_fn=KeyedCollate(self.dataset, self.cfg),
             num_workers=self.cfg.num_workers,
             prefetch_factor=self.cfg.prefetch_factor if self.cfg.num_workers else None,
             pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)

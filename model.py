@@ -369,7 +369,8 @@ class FlowTTS(nn.Module):
         count = lambda module: sum(p.numel() for p in module.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"text_encoder": count(self.text_encoder), "text_proj": count(self.text_proj),
-                "duration_predictor": count(self.duration_predictor), "decoder": count(self.decoder),
+                "duration_predictor": count(self.duration_predictor),
+                "decoder": count(self.decoder),
                 "trainable": trainable, "frozen": count(self) - trainable}
 
 
