@@ -28,7 +28,7 @@ import config as config_lib  # noqa: E402
 import evaluator  # noqa: E402
 import report  # noqa: E402
 from asr import load_asr  # noqa: E402
-from checkpoint import model_from_checkpoint  # noqa: E402
+from checkpoint import load as load_checkpoint, model_from_checkpoint  # noqa: E402
 from data import PreparedDataset  # noqa: E402
 from metric import read_metrics  # noqa: E402
 
@@ -131,7 +131,7 @@ def main() -> None:
 def write_outputs(scored: dict, run_dir: str, seconds: dict, total: float, device: str) -> None:
     results = scored["results"]
     records = read_metrics(run_dir)
-    steps = max((r["step"] for r in records if "train/loss" in r), default=0)
+    steps = load_checkpoint(os.path.join(run_dir, "latest.pt"))["step"]  # not the last log line
     report.plot_run(records, os.path.join(ROOT, "training.png"), "demo run")
     summary = {"wer_train_prompts": results["train"]["wer"],
                "wer_heldout": results["heldout"]["wer"],
