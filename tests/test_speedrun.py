@@ -3,6 +3,7 @@ is scored point by point and becomes a record row, a folder and curves; a run wh
 strays from the protocol is refused."""
 import json
 import os
+import shutil
 import types
 
 import pytest
@@ -75,6 +76,14 @@ def test_a_run_becomes_a_record_at_its_first_point_under_the_target(tiny_run, ti
     assert sorted(os.listdir(folder)) == ["config.yaml", "curve.png", "metrics.jsonl",
                                           "points.jsonl"]
     assert (records / "speedrun.png").stat().st_size > 1000
+
+    # --scored_only: a point nobody scored yet is left out and named, not heard
+    shutil.rmtree(os.path.join(run, "eval", "step_7", "scored"))
+    partial = speedrun.make_record(run, floors, "tiny_partial", "seed", "train.py ...", hard,
+                                   scored_only=True)
+    assert [p["step"] for p in partial["points"]] == [4, 10, 12]
+    assert partial["points_unscored"] == [7] and missed["points_unscored"] == []
+    assert not os.path.exists(os.path.join(run, "eval", "step_7", "scored"))
 
 
 def test_a_run_off_the_protocol_is_refused(tiny_run, tmp_path):
