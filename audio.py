@@ -51,7 +51,8 @@ def load_wav(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: no samples")
     audio = audio.mean(axis=1)
     if file_rate != sample_rate:
-        audio = librosa.resample(audio, orig_sr=file_rate, target_sr=sample_rate, res_type="soxr_hq")
+        audio = librosa.resample(audio, orig_sr=file_rate, target_sr=sample_rate,
+                                 res_type="soxr_hq")
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
@@ -196,9 +197,10 @@ def _load_bigvgan(model_name: str, device: str) -> Vocoder:
     except ImportError as exc:
         raise VocoderError(f"bigvgan: cannot import the package ({exc})") from None
     folder = _bigvgan_folder(model_name)
-    try:  # bigvgan 2.4's loader, from a directory: it requires arguments that huggingface_hub
-        # 1.0 removed (proxies, resume_download; its from_pretrained drops them before the call),
-        # and passes them on to the hub download, which the directory branch never calls
+    # bigvgan 2.4's loader, from a directory: it requires arguments that huggingface_hub 1.0
+    # removed (proxies, resume_download; its from_pretrained drops them before the call), and
+    # passes them on to the hub download, which the directory branch never calls.
+    try:
         model = bigvgan.BigVGAN._from_pretrained(
             model_id=folder, revision=None, cache_dir=None, force_download=False, proxies=None,
             resume_download=False, local_files_only=True, token=None, use_cuda_kernel=False)

@@ -79,7 +79,8 @@ def save(run_dir: str, state: dict, keep: int) -> str:
     latest.pt whole, and is a CheckpointError naming the path."""
     check_finite(state)
     os.makedirs(run_dir, exist_ok=True)
-    latest, tmp = os.path.join(run_dir, LATEST), os.path.join(run_dir, f".{LATEST}.tmp{os.getpid()}")
+    latest = os.path.join(run_dir, LATEST)
+    tmp = os.path.join(run_dir, f".{LATEST}.tmp{os.getpid()}")
     try:
         _write_and_swap(state, tmp, latest)
     except BaseException as exc:  # Ctrl-C too: never leave the temp file behind
@@ -102,7 +103,8 @@ def _write_and_swap(state: dict, tmp: str, latest: str) -> None:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())  # a full disk may say so only here
-    try:  # the old one keeps a second name before the new one takes over
+    # The old one keeps a second name before the new one takes over.
+    try:
         old_step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["step"]
     except Exception:  # none yet, or damaged: nothing worth keeping
         old_step = state["step"]
@@ -176,9 +178,23 @@ def model_from_checkpoint(path: str, device, use_ema: bool = True,
     return model
 
 
+# Weights renamed since checkpoints were first written: old prefix -> new prefix.
+RENAMED = {"duration.": "duration_predictor."}
+
+
+def renamed(weights: dict) -> dict:
+    """An older checkpoint's weights under the model's current names."""
+    def current(key: str) -> str:
+        for old, new in RENAMED.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+    return {current(key): value for key, value in weights.items()}
+
+
 def load_weights(model: FlowTTS, weights: dict, what: str) -> None:
     """Load trainable weights (the frozen encoder comes from its name); refuse a mismatch."""
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(renamed(weights), strict=False)
     missing = [k for k in missing if not k.startswith("text_encoder.t5.")]
     if missing or unexpected:
         raise CheckpointError(f"{what}: weights do not fit the model "

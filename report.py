@@ -33,13 +33,16 @@ def draw_mel(ax, mel: np.ndarray, title: str = "") -> None:
     ax.set_xticks([]), ax.set_yticks([])
 
 
+# Sized for a 1024-px window: the page is at most 1000 px wide, each mel image gets a row of
+# its own under its prompt and shrinks to the page, so the text column keeps its width.
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title><style>
-body {{ font-family: sans-serif; }} table {{ border-collapse: collapse; }} .bad {{ color: #b00; }}
+body {{ font-family: sans-serif; max-width: 1000px; margin: 8px auto; padding: 0 8px; }}
+table {{ border-collapse: collapse; }} #prompts {{ width: 100%; }} .bad {{ color: #b00; }}
 td, th {{ border: 1px solid #ccc; padding: 4px; vertical-align: top; font-size: 13px; }}
+img {{ max-width: 100%; height: auto; }} audio {{ width: 250px; }}
 </style></head><body><h2>{title}</h2><table id="summary">{summary}</table>{figures}<h3>Prompts</h3>
-<table id="prompts"><tr><th>id</th><th>audio</th><th>text / <i>transcript</i></th><th>WER</th>
-<th>mel</th></tr>
+<table id="prompts"><tr><th>id</th><th>audio</th><th>text / <i>transcript</i></th><th>WER</th></tr>
 {rows}
 </table>
 <script>  // show each clip's length once the browser has read it (headless tests read it too)
@@ -57,11 +60,19 @@ def _report_row(row: dict, image: str | None) -> str:
     pid, hyp, wer = _e(row["id"]), row.get("hypothesis"), row.get("wer")
     wer_text = "" if wer is None else f"{100 * wer:.1f}% ({row['errors']}/{row['ref_words']})"
     hyp = "(no ASR)" if hyp is None else _e(hyp) or "(nothing heard)"
-    img = f'<img src="{_e(image)}" height="120">' if image else ""
+    mel_row = f'<tr><td colspan="4"><img src="{_e(image)}"></td></tr>' if image else ""
     return (f'<tr><td>{pid}</td><td><audio controls preload="metadata" data-id="{pid}" '
             f'src="{_e(urllib.parse.quote(row["id"]))}.wav"></audio><br>'
             f'<span id="dur-{pid}"></span></td><td>{_e(row["text"])}<br><i>{hyp}</i></td>'
-            f'<td class="{"bad" if (wer or 0) > 0.3 else ""}">{wer_text}</td><td>{img}</td></tr>')
+            f'<td class="{"bad" if (wer or 0) > 0.3 else ""}">{wer_text}</td></tr>{mel_row}')
+
+
+def _summary_value(key: str, value) -> str:
+    """A summary entry as shown: WERs and relative errors (fractions in the JSON) as
+    percentages."""
+    if ("wer" in key or key.endswith("_error")) and isinstance(value, float):
+        return f"{100 * value:.1f}%"
+    return _e(value)
 
 
 def write_report(out_dir: str, rows: list[dict], summary: dict, mel_images: bool = True,
@@ -73,8 +84,9 @@ def write_report(out_dir: str, rows: list[dict], summary: dict, mel_images: bool
         save_mel_image(os.path.join(out_dir, f"{pid}.png"), mel, gt)
     images = {r["id"]: f"{r['id']}.png" for r in rows
               if os.path.exists(os.path.join(out_dir, f"{r['id']}.png"))}
-    summary_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in summary.items())
-    figures_html = "".join(f'<p><img src="{_e(f)}" width="900"></p>' for f in figures)
+    summary_html = "".join(f"<tr><th>{_e(k)}</th><td>{_summary_value(k, v)}</td></tr>"
+                           for k, v in summary.items())
+    figures_html = "".join(f'<p><img src="{_e(f)}"></p>' for f in figures)
     page = _PAGE.format(title=_e(summary.get("kind", "evaluation")), summary=summary_html,
                         figures=figures_html,
                         rows="\n".join(_report_row(r, images.get(r["id"])) for r in rows))

@@ -22,7 +22,7 @@ import audio
 import checkpoint
 import checks
 from config import ConfigError, TrainConfig
-from evaluator import sample_mels
+from evaluator import Sampling, sample_mels
 from model import FlowTTS
 
 
@@ -52,13 +52,11 @@ def output_paths(out: str, count: int) -> list[str]:
     return [f"{stem}_{i:03d}{ext or '.wav'}" for i in range(count)]
 
 
-def synthesize(model: FlowTTS, vocoder, texts: list[str], steps: int, cfg_scale: float,
-               seed: int, duration_scale: float = 1.0, batch_size: int = 8, sway: float = -1.0,
+def synthesize(model: FlowTTS, vocoder, texts: list[str], sampling: Sampling = Sampling(),
                n_frames: list[int] | None = None) -> list:
     """texts -> list of float32 waveforms, each as long as its predicted duration (or as
     n_frames says, one length per text)."""
-    mels = sample_mels(model, texts, steps, cfg_scale, seed, batch_size, duration_scale,
-                       n_frames, sway)
+    mels = sample_mels(model, texts, sampling, n_frames)
     return [vocoder(mel.T[None], f"prompt {text[:60]!r}")[0].numpy()  # (n, m) -> (s,) = n * 256
             for mel, text in zip(mels, texts)]
 
@@ -125,8 +123,9 @@ def fixed_frames(seconds: float, block_size: int) -> int:
     """--seconds as mel frames (at least one); more than the model's block_size is refused."""
     frames = max(1, round(seconds * audio.FRAMES_PER_SECOND))
     if frames > block_size:
-        raise PromptError(f"--seconds {seconds:g} is {frames} mel frames; this model makes at most "
-                          f"{block_size} (block_size, {block_size / audio.FRAMES_PER_SECOND:.1f} s)")
+        longest = block_size / audio.FRAMES_PER_SECOND
+        raise PromptError(f"--seconds {seconds:g} is {frames} mel frames; this model makes at "
+                          f"most {block_size} (block_size, {longest:.1f} s)")
     return frames
 
 
@@ -141,8 +140,8 @@ def main(argv: list[str]) -> None:
     vocoder_name = "bigvgan" if args.vocoder_model and args.vocoder == "auto" else args.vocoder
     vocoder = audio.load_vocoder(vocoder_name, args.device,
                                  args.vocoder_model or audio.BIGVGAN_MODEL)
-    waves = synthesize(model, vocoder, texts, args.steps, args.cfg_scale, args.seed,
-                       args.duration_scale, sway=args.sway, n_frames=n_frames)
+    sampling = Sampling(args.steps, args.cfg_scale, args.sway, args.seed, args.duration_scale)
+    waves = synthesize(model, vocoder, texts, sampling, n_frames)
     prompts = [(str(i + 1), text) for i, text in enumerate(texts)]
     predicted = None if n_frames else [len(wave) // audio.HOP_LENGTH for wave in waves]
     checks.cut_to_limits(model.cfg, prompts, predicted)

@@ -4,7 +4,7 @@
     python scripts/bench.py --mode train --variants eager,compile --steps 30
     python scripts/bench.py --mode attention --out X.jsonl   # the attention kernels alone (GPU)
 
-Training goes through train.Trainer.step (collation from a memmap, the feature cache,
+Training goes through trainer.Trainer.step (collation from a memmap, the feature cache,
 forward/backward, clipping, the optimizer) on a synthetic prepared dataset whose lengths
 follow LJSpeech (from its real texts at ~15.2 characters per second: 1-10 s, mean ~6.6 s),
 with random weights and random mels. Records: useful (non-pad) frames/s, padding, step ms,
@@ -34,8 +34,9 @@ import config as config_lib  # noqa: E402
 from data import BatchStream, PreparedDataset  # noqa: E402
 from model import FlowTTS, decoder_flops_per_frame  # noqa: E402
 from optim import lr_at  # noqa: E402
-from train import Trainer  # noqa: E402
 from scripts.bench_attention import bench_attention  # noqa: E402
+from scripts.bench_profile import profile, synchronize  # noqa: E402
+from trainer import Trainer  # noqa: E402
 
 # Training variants: name -> config overrides. "eager" is the baseline.
 VARIANTS = {
@@ -92,11 +93,6 @@ def device_record(device: torch.device, cfg_path: str) -> dict:
     return {"device": name, "gpus": max(1, int(os.environ.get("WORLD_SIZE", 1))),
             "config": cfg_path, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps: int,
@@ -184,51 +180,6 @@ def loss_curve(cfg, dataset: PreparedDataset, device, steps: int) -> dict:
     return {"mode": "losses", "steps": steps, "flow_loss": torch.stack(losses).tolist()}
 
 
-def profile(run_once, times: int, device, label: str) -> dict:
-    """Where the time goes: the top operators by GPU time and by CPU time, and how busy the GPU
-    was (a GPU idle between kernels means the CPU cannot launch them fast enough). Returns the
-    record's part: wall and kernel ms per call by kind of kernel, and the GPU's busy share."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch_profile(activities=activities) as prof:
-        start = time.time()
-        for _ in range(times):
-            run_once()
-        synchronize(device)
-        wall_us = (time.time() - start) * 1e6
-    events = prof.key_averages()
-    sorts = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])
-    for sort in sorts:
-        print(f"profile {label}: top by {sort}\n" + events.table(
-            sort_by=sort, row_limit=15, max_name_column_width=60), flush=True)
-    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
-               and not e.is_user_annotation]  # an annotation spans kernels counted already
-    by_category = {}
-    for e in kernels:
-        category = kernel_category(e.key)
-        by_category[category] = by_category.get(category, 0) + e.self_device_time_total
-    busy = sum(by_category.values()) / wall_us
-    kernel_ms = {k: round(v / times / 1e3, 2) for k, v in
-                 sorted(by_category.items(), key=lambda kv: -kv[1])}
-    print(f"profile {label}: {wall_us / times / 1e3:.1f} ms per call, GPU busy {busy:.0%}; "
-          "kernel ms per call: " + ", ".join(f"{k} {v:.1f}" for k, v in kernel_ms.items()))
-    return {"profile_ms_per_call": round(wall_us / times / 1e3, 2),
-            "profile_gpu_busy": round(busy, 3), "profile_kernel_ms": kernel_ms}
-
-
-def kernel_category(name: str) -> str:
-    """Which kind of work a GPU kernel does, from its name (cuBLAS, cuDNN and Triton names).
-    Triton kernels are all elementwise here, even those named after the attention call whose
-    inputs they lay out."""
-    name = name.lower()
-    if name.startswith("triton"):
-        return "fused elementwise"
-    if any(key in name for key in ("sdpa", "fmha", "flash", "attention")):
-        return "attention"
-    return "matmul/conv" if any(key in name for key in ("gemm", "nvjet", "xmma", "cutlass",
-                                                         "conv")) else "other"
-
-
 VOCODER_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -286,31 +237,6 @@ def variant_names(text: str) -> list[str]:
     return text.split(",")
 
 
-def sampling_records(args, base, device):
-    """The sampling records: for each decoder weights, the vocoder's error under each autocast
-    dtype, then for each batch and NFE the RTF mel only and with the vocoder in each dtype."""
-    cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
-    vocoder = audio.load_vocoder(args.vocoder, str(device))
-    for weights in args.sample_weights.split(","):
-        model = FlowTTS(cfg).to(device).eval()
-        cast = weights == "bf16" and model.samples_in_bf16
-        if cast:
-            model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
-        if cfg.compile:
-            model.compile_decoder(sampling=True)
-        about = {"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32"}
-        for dtype in args.vocoder_dtypes:
-            if dtype != "fp32" and vocoder.name != "griffinlim":
-                yield {**about, **vocoder_error(model, vocoder, dtype, device)}
-        for batch in args.sample_batches:
-            for steps in args.sample_steps:
-                runs = [(None, "fp32")] + [(vocoder, dtype) for dtype in args.vocoder_dtypes]
-                for voc, dtype in runs:
-                    profile_calls = args.profile if voc is not None else 0
-                    yield {**about, **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
-                                                   profile_calls, dtype)}
-
-
 def vocoder_dtypes(text: str) -> list[str]:
     """--vocoder_dtypes: a comma list of VOCODER_DTYPES' names."""
     unknown = [name for name in text.split(",") if name not in VOCODER_DTYPES]
@@ -320,7 +246,8 @@ def vocoder_dtypes(text: str) -> list[str]:
     return text.split(",")
 
 
-def main() -> None:
+def parse_args():
+    """(the bench's own arguments, the config with the rest applied as --key value overrides)."""
     parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
     count, positive = checks.flag(checks.COUNT), checks.flag(checks.POSITIVE_COUNT)
     parser.add_argument("--config", default="configs/ljspeech.yaml")
@@ -352,12 +279,62 @@ def main() -> None:
     parser.add_argument("--peak_tflops", type=checks.flag(checks.Limit(float, 0, low_open=True)),
                         default=790.0,
                         help="bf16 dense matmul rate measured on an H100 SXM")
-    args, overrides = parser.parse_known_args()  # the rest: --key value config overrides
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args, overrides = parser.parse_known_args()
+    if args.mode == "attention" and not torch.cuda.is_available():
+        parser.error("--mode attention times CUDA kernels: it needs a GPU")
     try:
-        base = config_lib.load_config(args.config, config_lib.parse_overrides(overrides))
+        return args, config_lib.load_config(args.config, config_lib.parse_overrides(overrides))
     except config_lib.ConfigError as exc:
         parser.error(str(exc))
+
+
+def train_records(args, base, device, root: str):
+    """One record per training variant, on a synthetic dataset in root."""
+    texts = ljspeech_texts(args.texts, args.utterances, base.seed)
+    dataset = PreparedDataset(synthetic_dataset(root, texts, base.seed))
+    for name in args.variants:
+        cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
+                                      "out_dir": root}, f"variant {name}")
+        about = {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
+                 "optimizer": cfg.optimizer, "decoder_n_head": cfg.decoder_n_head,
+                 "cache_text_features": cfg.cache_text_features,
+                 "bucket_batches": cfg.bucket_batches}
+        yield {**about, **bench_train(cfg, dataset, device, args.warmup, args.steps,
+                                      args.peak_tflops, args.profile)}
+        if args.loss_steps:
+            yield {**about, **loss_curve(cfg, dataset, device, args.loss_steps)}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def sample_records(args, base, device):
+    """The sampling records: for each decoder weights, the vocoder's error under each autocast
+    dtype, then for each batch and NFE the RTF mel only and with the vocoder in each dtype."""
+    cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
+    vocoder = audio.load_vocoder(args.vocoder, str(device))
+    for weights in args.sample_weights.split(","):
+        model = FlowTTS(cfg).to(device).eval()
+        cast = weights == "bf16" and model.samples_in_bf16
+        if cast:
+            model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
+        if cfg.compile:
+            model.compile_decoder(sampling=True)
+        about = {"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32"}
+        for dtype in args.vocoder_dtypes:
+            if dtype != "fp32" and vocoder.name != "griffinlim":
+                yield {**about, **vocoder_error(model, vocoder, dtype, device)}
+        for batch in args.sample_batches:
+            for steps in args.sample_steps:
+                runs = [(None, "fp32")] + [(vocoder, dtype) for dtype in args.vocoder_dtypes]
+                for voc, dtype in runs:
+                    profile_calls = args.profile if voc is not None else 0
+                    yield {**about, **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
+                                                   profile_calls, dtype)}
+
+
+def main() -> None:
+    args, base = parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     common = device_record(device, args.config)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
@@ -368,30 +345,16 @@ def main() -> None:
             f.write(json.dumps(record) + "\n")
 
     if args.mode == "attention":
-        if device.type != "cuda":
-            parser.error("--mode attention times CUDA kernels: it needs a GPU")
         for record in bench_attention(base, device, 32, 576, 128, base.seed):
             emit(record)
     with tempfile.TemporaryDirectory() as root:
         if args.mode in ("train", "all"):
-            texts = ljspeech_texts(args.texts, args.utterances, base.seed)
-            dataset = PreparedDataset(synthetic_dataset(root, texts, base.seed))
-            for name in args.variants:
-                cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
-                                              "out_dir": root}, f"variant {name}")
-                about = {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
-                         "optimizer": cfg.optimizer, "decoder_n_head": cfg.decoder_n_head,
-                         "cache_text_features": cfg.cache_text_features,
-                         "bucket_batches": cfg.bucket_batches}
-                emit({**about, **bench_train(cfg, dataset, device, args.warmup, args.steps,
-                                             args.peak_tflops, args.profile)})
-                if args.loss_steps:
-                    emit({**about, **loss_curve(cfg, dataset, device, args.loss_steps)})
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-        if args.mode in ("sample", "all"):
-            for record in sampling_records(args, base, device):
+            for record in train_records(args, base, device, root):
                 emit(record)
+        if args.mode in ("sample", "all"):
+            for record in sample_records(args, base, device):
+                emit(record)
+
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
-"""The decoder's two attention products alone, for each kernel that could serve them
-(`python scripts/bench.py --mode attention`): forward and forward + backward GPU milliseconds
-and each kernel's error against masked SDPA, as model.Attention calls it."""
+"""The decoder's attention products alone, for each kernel that could serve them (GPU):
+`python scripts/bench.py --mode attention` writes one JSONL record a kernel and kind.
+"""
 from __future__ import annotations
 
 import numpy as np

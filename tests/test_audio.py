@@ -42,6 +42,30 @@ def test_normalize_round_trip():
     assert torch.allclose(audio.denormalize(audio.normalize(x, -5.5, 2.1), -5.5, 2.1), x, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["hifigan", "hifigan-universal", "griffinlim", "bigvgan"])
+def test_vocoder_output_is_frames_times_hop(name, request):
+    if name == "bigvgan":  # the real loading code, on a small random stand-in in the hub cache
+        request.getfixturevalue("offline_hub")
+    try:
+        vocoder = audio.load_vocoder(name)
+    except audio.VocoderError as exc:
+        if name == "bigvgan":
+            raise
+        pytest.skip(f"{name} cannot be loaded here: {exc}")
+    wav = audio.load_wav(os.path.join(LJ_MINI, "wavs", "LJ001-0002.wav"))
+    mel = audio.log_mel(torch.from_numpy(wav))[:, :75]  # (m, n)
+    out = vocoder(torch.stack([mel, mel.flip(1)]))  # (b, m, n) -> (b, s)
+    assert out.shape[0] == 2 and abs(out.shape[1] - 75 * audio.HOP_LENGTH) <= audio.HOP_LENGTH
+    assert out.dtype == torch.float32 and out.abs().max() <= 1.0
+    assert out.abs().mean() > 1e-3  # speech, not silence
+    assert audio.load_vocoder(name) is vocoder  # loaded once per process
+
+
+def test_unknown_vocoder_is_a_clear_error():
+    with pytest.raises(audio.VocoderError, match="unknown vocoder 'wavenet'"):
+        audio.load_vocoder("wavenet")
+
+
 def test_auto_vocoder_takes_bigvgan_from_the_hub_cache(offline_hub, tmp_path, monkeypatch, capsys):
     from bigvgan.bigvgan import BigVGAN
     from bigvgan.env import AttrDict

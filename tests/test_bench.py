@@ -35,7 +35,7 @@ def test_training_bench_warms_up_one_epoch_of_optimizer_steps(tiny_overrides, tm
 
 
 def test_profile_sorts_kernels_by_the_work_they_do():
-    category = load_script("bench").kernel_category
+    category = load_script("bench_profile").kernel_category
     assert category("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16") == "attention"
     assert category("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT") == "matmul/conv"
     assert category("sm80_xmma_gemm_f32f32_f32f32_f32_tn_n_tilesize128x64x8") == "matmul/conv"

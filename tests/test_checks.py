@@ -21,6 +21,7 @@ import checks
 import config
 import sample
 from conftest import load_script
+from evaluator import Sampling
 from model import FlowTTS
 
 # Fixed seed (derandomize), no example database in the repo, no per-example deadline: the
@@ -209,8 +210,8 @@ def test_sampling_settings_that_pass_give_finite_mels_and_audio(short_model, ste
     if args is None:
         return
     vocoder = audio.load_vocoder("hifigan")
-    mels = sample.sample_mels(short_model, ["Hello there."], args.steps, args.cfg_scale,
-                              args.seed, duration_scale=args.duration_scale, sway=args.sway)
+    sampling = Sampling(args.steps, args.cfg_scale, args.sway, args.seed, args.duration_scale)
+    mels = sample.sample_mels(short_model, ["Hello there."], sampling)
     assert 1 <= len(mels[0]) <= short_model.cfg.block_size and bool(torch.isfinite(mels[0]).all())
     wave = vocoder(mels[0].T[None])[0].numpy()
     assert np.isfinite(wave).all()
@@ -221,8 +222,8 @@ def test_extreme_legal_settings_give_finite_audio(short_model):
     duration (HiFi-GAN here; Griffin-Lim's own corner is below)."""
     vocoder = audio.load_vocoder("hifigan")
     for steps, cfg_scale, sway in [(32, 20.0, -1.0), (1, 20.0, 1.0)]:
-        mel = sample.sample_mels(short_model, ["A corner case."], steps, cfg_scale, 0,
-                                 duration_scale=1e30, sway=sway)[0]
+        sampling = Sampling(steps, cfg_scale, sway, seed=0, duration_scale=1e30)
+        mel = sample.sample_mels(short_model, ["A corner case."], sampling)[0]
         assert len(mel) == short_model.cfg.block_size and bool(torch.isfinite(mel).all())
         assert np.isfinite(vocoder(mel.T[None])[0].numpy()).all()
 

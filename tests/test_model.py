@@ -4,7 +4,8 @@ import torch.nn.functional as F
 
 import config
 from data import Collate, PreparedDataset, TextFeatureCache
-from model import Attention, FlowTTS, decoder_flops_per_frame, rope_rotation, tokenize
+from model import Attention, FlowTTS, decoder_flops_per_frame, rope_rotation
+from tokenizer import tokenize
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def test_loss_shapes_and_frozen_encoder_gets_no_grads(tiny, tiny_dataset):
     t5 = list(model.text_encoder.t5.parameters())
     assert t5 and all(p.grad is None and not p.requires_grad for p in t5)
     assert model.decoder.out_proj.weight.grad is not None
-    assert model.duration.mlp[0].weight.grad.abs().sum() > 0
+    assert model.duration_predictor.mlp[0].weight.grad.abs().sum() > 0
     model.train()
     assert not model.text_encoder.t5.training  # frozen encoder stays in eval mode
 
@@ -31,7 +32,7 @@ def test_loss_shapes_and_frozen_encoder_gets_no_grads(tiny, tiny_dataset):
 def test_cached_text_features_give_bit_identical_loss(tiny, tiny_dataset):
     model, cfg = tiny
     dataset = PreparedDataset(tiny_dataset)
-    cache = TextFeatureCache(model, dataset.texts, batch_size=3)
+    cache = TextFeatureCache(model.encode_texts, dataset.texts, batch_size=3)
     for rows in ([0, 4, 7], [5, 1]):
         batch = Collate(dataset, cfg)(rows)
         on_the_fly = model(batch)

@@ -20,6 +20,7 @@ import audio
 from conftest import LJ_MINI, REPO, load_script
 
 prep = load_script("prepare_ljspeech")
+fetch = load_script("download_ljspeech")
 SCRIPT = os.path.join(REPO, "scripts", "prepare_ljspeech.py")
 
 # (id, samples at 22,050 Hz, text, normalized_text): 0.5 to 2 s, one with no normalized text
@@ -319,10 +320,10 @@ def test_download_resumes_after_a_cut(tmp_path, serve):
     url, state = serve(payload, cut_after=5000)
     dest = str(tmp_path / "dl" / "LJSpeech-1.1.tar.bz2")
     sha = hashlib.sha256(payload).hexdigest()
-    with pytest.raises(prep.PrepareError, match="cut off at byte 5000.*rerun to resume"):
-        prep.download(url, dest, sha)
+    with pytest.raises(fetch.DownloadError, match="cut off at byte 5000.*rerun to resume"):
+        fetch.download(url, dest, sha)
     assert os.path.getsize(dest + ".part") == 5000 and not os.path.exists(dest)
-    assert prep.download(url, dest, sha) == dest
+    assert fetch.download(url, dest, sha) == dest
     assert open(dest, "rb").read() == payload and not os.path.exists(dest + ".part")
     assert state["ranges"] == [None, "bytes=5000-"]
 
@@ -333,8 +334,8 @@ def test_download_checksum_mismatch_deletes_the_file(tmp_path, serve):
     dest = str(tmp_path / "LJSpeech-1.1.tar.bz2")
     with open(dest + ".part", "wb") as f:
         f.write(b"garbage prefix")  # a corrupt partial file, resumed then rejected
-    with pytest.raises(prep.PrepareError, match="sha256 mismatch.*deleted"):
-        prep.download(url, dest, hashlib.sha256(payload).hexdigest())
+    with pytest.raises(fetch.DownloadError, match="sha256 mismatch.*deleted"):
+        fetch.download(url, dest, hashlib.sha256(payload).hexdigest())
     assert state["ranges"] == ["bytes=14-"]
     assert not os.path.exists(dest) and not os.path.exists(dest + ".part")
 
@@ -371,8 +372,8 @@ def test_extract_refuses_unsafe_members(tmp_path, member, problem):
             tar.addfile(info, io.BytesIO(data) if data else None)
     archive = tmp_path / "a.tar.bz2"
     archive.write_bytes(tar_bz2(fill))
-    with pytest.raises(prep.PrepareError, match=f"refusing member '{member[0].name}'.*{problem}"):
-        prep.extract(str(archive), str(tmp_path / "unpacked"))
+    with pytest.raises(fetch.DownloadError, match=f"refusing member '{member[0].name}'.*{problem}"):
+        fetch.extract(str(archive), str(tmp_path / "unpacked"))
     assert sorted(os.listdir(tmp_path)) == ["a.tar.bz2"]  # nothing unpacked, nothing escaped
 
 

@@ -20,8 +20,8 @@ def tiny_ckpt(tiny_overrides, tmp_path):
     torch.manual_seed(0)
     model = FlowTTS(cfg)
     with torch.no_grad():  # a duration head that predicts ~0.1 s per byte: short test wavs
-        model.duration.mlp[2].bias.fill_(-2.3)
-        model.duration.mlp[2].weight.zero_()
+        model.duration_predictor.mlp[2].bias.fill_(-2.3)
+        model.duration_predictor.mlp[2].weight.zero_()
     state = {"model": checkpoint.trainable_state(model), "config": config.as_dict(cfg), "step": 0}
     checkpoint.save(str(tmp_path / "ckpt"), state, keep=1)
     return str(tmp_path / "ckpt" / "latest.pt"), model
@@ -147,9 +147,10 @@ def test_every_sampler_entry_point_uses_the_config_defaults():
     for args in (sample.parse_args(["--ckpt", "c", "--text", "t", "--out", "o"]),
                  eval_checkpoint.parse_args(["--ckpt", "c", "--prompts", "p", "--out", "o"])):
         assert {key: getattr(args, key) for key in wanted} == wanted
-    for function in (FlowTTS.sample, evaluator.sample_mels, evaluator.evaluate_texts,
-                     sample.synthesize):
-        parameters = inspect.signature(function).parameters
-        assert parameters["sway"].default == defaults.eval_sway, function.__name__
-    cfg_scale = inspect.signature(FlowTTS.sample).parameters["cfg_scale"]
-    assert cfg_scale.default == defaults.eval_cfg_scale
+    model_defaults = {key: inspect.signature(FlowTTS.sample).parameters[key].default
+                      for key in wanted}
+    assert model_defaults == wanted
+    sampling = evaluator.Sampling()  # what sample_mels, evaluate_texts and synthesize default to
+    assert {key: getattr(sampling, key) for key in wanted} == wanted
+    for function in (evaluator.sample_mels, evaluator.evaluate_texts, sample.synthesize):
+        assert inspect.signature(function).parameters["sampling"].default == sampling

@@ -172,31 +172,6 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tiny_overri
     assert os.path.isdir(os.path.join(two["out_dir"], "eval", "step_3"))
 
 
-@pytest.mark.parametrize("adjust_lr_fn", ["match_rms_adamw", None])
-def test_stacked_muon_matches_torch_muon(adjust_lr_fn):
-    # Same-shape, tall, wide and odd-shaped matrices; three steps so momentum matters.
-    shapes = [(8, 8), (8, 8), (8, 8), (24, 8), (24, 8), (8, 24), (5, 7)]
-    torch.manual_seed(0)
-    start = [torch.randn(s) for s in shapes]
-    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
-    params = {name: [torch.nn.Parameter(w.clone()) for w in start] for name in ("ref", "ours")}
-    kwargs = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn=adjust_lr_fn)
-    reference = torch.optim.Muon(params["ref"], **kwargs)
-    stacked = optim.StackedMuon(params["ours"], **kwargs)
-    for step_grads in grads:
-        for opt, ps in ((reference, params["ref"]), (stacked, params["ours"])):
-            for p, g in zip(ps, step_grads):
-                p.grad = g.clone()
-            opt.step()
-    for ref, ours, w in zip(params["ref"], params["ours"], start):
-        moved = (ref - w).abs().max()
-        assert moved > 1e-3 and (ours - ref).abs().max() < 1e-3 * moved
-    # The state has torch.optim.Muon's layout, so checkpoints load either way.
-    reference.load_state_dict(stacked.state_dict())
-    assert torch.equal(reference.state[params["ref"][0]]["momentum_buffer"],
-                       stacked.state[params["ours"][0]]["momentum_buffer"])
-
-
 def test_evaluates_by_the_training_clock_and_keeps_test_mels(tiny_overrides,
                                                             tiny_dataset_with_test, monkeypatch):
     """eval_interval_seconds: an evaluation at the first step past each multiple of the training

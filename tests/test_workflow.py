@@ -17,6 +17,7 @@ import torch
 import yaml
 from matplotlib.image import imread
 
+import asr
 import audio
 import checkpoint
 import config
@@ -237,8 +238,8 @@ def test_stop_file_pauses_and_the_same_command_resumes(tiny_run, tmp_path, capsy
 
 def test_full_evaluation_reports_wer_beside_the_floor(tiny_run, tiny_dataset, tmp_path):
     try:
-        evaluator.load_asr("faster-whisper", "tiny.en")
-    except evaluator.ASRError as exc:
+        asr.load_asr("faster-whisper", "tiny.en")
+    except asr.ASRError as exc:
         pytest.skip(f"no offline Whisper tiny.en: {exc}")
     out = tmp_path / "eval_val"  # the documented command + a tiny ASR, Griffin-Lim, short clips
     assert load_script("eval_checkpoint").main([

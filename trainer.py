@@ -1,0 +1,126 @@
+"""One optimizer step, and what it needs built once: Trainer.
+
+train.py runs the loop around it and scripts/bench.py times it. The step is forward/backward
+over the micro-batches through the DDP wrapper, clipping, and the optimizers' update; a step
+whose loss or gradient norm is not finite contributes no gradient.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+import config as config_lib
+from data import PreparedDataset, TextFeatureCache
+from model import FlowTTS, LossResult
+from optim import build_optimizers
+
+
+def grad_accum_steps(cfg, world_size: int) -> int:
+    """Micro-batches per optimizer step: from effective_batch_size when set."""
+    if not cfg.effective_batch_size:
+        return cfg.grad_accum_steps
+    steps, rest = divmod(cfg.effective_batch_size, cfg.batch_size * world_size)
+    if rest or not steps:
+        raise config_lib.ConfigError(
+            f"effective_batch_size {cfg.effective_batch_size} is not a multiple of batch_size "
+            f"{cfg.batch_size} x {world_size} GPU(s)")
+    return steps
+
+
+@dataclass
+class StepOutput:
+    result: LossResult  # of the last micro-batch
+    flow_loss: torch.Tensor  # mean over the micro-batches
+    grad_norm: torch.Tensor
+    useful_frames: torch.Tensor  # this rank's non-padding frames
+    padded_frames: int  # this rank's frames including padding
+    finite: torch.Tensor  # bool; False: the loss or gradient norm was not finite, gradient dropped
+    epoch: int  # data position after the step
+    position: int
+
+
+class Trainer:
+    """What one optimizer step needs, built once: model, DDP wrapper, optimizers, EMA, the text
+    feature cache and autocast. `step` is the whole step; train.py and scripts/bench.py use it."""
+
+    def __init__(self, cfg, dataset: PreparedDataset, world_size: int, device: torch.device,
+                 rank: int = 0):
+        self.cfg, self.world_size, self.device, self.rank = cfg, world_size, device, rank
+        torch.manual_seed(cfg.seed)
+        self.model = FlowTTS(cfg).to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.optimizers = build_optimizers(self.model, cfg)
+        self.trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema_trained = [p for p, q in zip(self.ema.parameters(), self.model.parameters())
+                            if q.requires_grad] if self.ema else []
+        self.cache = (TextFeatureCache(self.model.encode_texts, dataset.texts)
+                      if cfg.cache_text_features and self.model.text_encoder.frozen else None)
+        self.accum = grad_accum_steps(cfg, world_size)
+        use_bf16 = cfg.dtype == "bf16" and device.type == "cuda"
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16
+                         else contextlib.nullcontext())
+        self.ddp = None  # the DDP wrapper of `model` (after wrap, under torchrun)
+
+    @property
+    def sampling_model(self) -> FlowTTS:
+        """The weights to sample with: the EMA when one is kept."""
+        return self.ema if self.ema is not None else self.model
+
+    def wrap(self) -> None:
+        """Compile and wrap for DDP; after weights are loaded, before the first step."""
+        if self.cfg.compile:
+            self.model.compile_decoder()
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+
+    def to_device(self, batch):
+        batch = batch.to(self.device)
+        if self.cache is not None:
+            batch.text_hidden = self.cache.gather(batch.rows, batch.text_ids.shape[1])
+        return batch
+
+    def step(self, batches, lr: float) -> StepOutput:
+        """Forward/backward over `accum` micro-batches (DDP syncs gradients on the last one),
+        clip, and update unless the loss or gradient norm is not finite."""
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        forward = self.model if self.ddp is None else self.ddp  # DDP's forward syncs gradients
+        flow_loss = frames = padded = 0
+        for micro in range(self.accum):
+            epoch, position, batch = next(batches)
+            batch = self.to_device(batch)
+            sync = micro == self.accum - 1 or self.world_size == 1
+            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self.autocast:
+                result = forward(batch)
+                (result.loss / self.accum).backward()
+            flow_loss = flow_loss + result.flow_loss / self.accum
+            frames = frames + batch.useful_frames
+            padded += batch.mel_mask.numel()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.cfg.grad_clip)
+        finite = torch.isfinite(grad_norm) & torch.isfinite(result.loss)
+        if self.world_size > 1:  # the loss is per rank: all ranks must drop the step together
+            finite = finite.float()
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            finite = finite.bool()
+        # A non-finite step contributes no gradient. Zeroing it on the GPU, rather than asking
+        # the host whether to skip, keeps the step free of syncs: the CPU queues the next step
+        # while this one runs. (The optimizers' momentum still moves the weights.)
+        grads = [p.grad for p in self.trained if p.grad is not None]
+        torch._foreach_mul_(grads, finite.float())
+        for grad in grads:
+            grad.nan_to_num_(0.0, 0.0, 0.0)  # NaN * 0 is NaN
+        for opt in self.optimizers:
+            opt.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema_trained, self.trained, 1 - self.cfg.ema_decay)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        return StepOutput(result, flow_loss, grad_norm, frames, padded, finite, epoch, position)
