@@ -51,7 +51,8 @@ def load_wav(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: no samples")
     audio = audio.mean(axis=1)
     if file_rate != sample_rate:
-        audio = librosa.resample(audio, orig_sr=file_rate, target_sr=sample_rate, res_type="soxr_hq")
+        audio = librosa.resample(audio, orig_sr=file_rate, target_sr=sample_rate,
+                                 res_type="soxr_hq")
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 

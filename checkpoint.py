@@ -79,7 +79,8 @@ def save(run_dir: str, state: dict, keep: int) -> str:
     latest.pt whole, and is a CheckpointError naming the path."""
     check_finite(state)
     os.makedirs(run_dir, exist_ok=True)
-    latest, tmp = os.path.join(run_dir, LATEST), os.path.join(run_dir, f".{LATEST}.tmp{os.getpid()}")
+    latest = os.path.join(run_dir, LATEST)
+    tmp = os.path.join(run_dir, f".{LATEST}.tmp{os.getpid()}")
     try:
         _write_and_swap(state, tmp, latest)
     except BaseException as exc:  # Ctrl-C too: never leave the temp file behind

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 import yaml
 
+import audio
 from checks import (COUNT, CFG_SCALE, FRACTION, POSITIVE_COUNT, SEED, STEPS, SWAY, ConfigError,
                     Limit, check_number, shown)
 
@@ -28,14 +29,17 @@ class TrainConfig:
     prefetch_factor: int = 4
     bucket_batches: int = 64  # batches per length-sorted pool; 1 = plain shuffled batches
 
-    # The mel is fixed by the BigVGAN 22 kHz 80-band fmax 8 kHz vocoder; these must match it.
-    n_mels: int = 80
-    sample_rate: int = 22050
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    mel_f_min: float = 0.0
-    mel_f_max: float = 8000.0
+    # The mel is fixed by the BigVGAN 22 kHz 80-band fmax 8 kHz vocoder (audio.py); a config
+    # may restate these but not change them (FIXED). The model reads n_mels and the length
+    # checks sample_rate and hop_length; n_fft, win_length, mel_f_min and mel_f_max are the
+    # seed's keys, kept so its configs load: nothing reads them.
+    n_mels: int = audio.N_MELS
+    sample_rate: int = audio.SAMPLE_RATE
+    n_fft: int = audio.N_FFT
+    hop_length: int = audio.HOP_LENGTH
+    win_length: int = audio.WIN_LENGTH
+    mel_f_min: float = audio.MEL_FMIN
+    mel_f_max: float = audio.MEL_FMAX
     mel_mean: typing.Optional[float] = None  # None: take the prepared dataset's statistics
     mel_std: typing.Optional[float] = None
 
@@ -46,8 +50,10 @@ class TrainConfig:
     # Text conditioning: a frozen ByT5 encoder, or a trained byte embedding (ablation).
     text_encoder: str = "byt5"  # byt5 | byte_embedding
     text_encoder_name: str = "google/byt5-small"  # hub name or local directory
-    text_encoder_trainable: bool = False  # seed key; only False is supported (frozen encoder)
-    text_embedding_trainable: bool = False  # seed key; only False is supported
+    # The seed's keys, kept so its configs load; nothing reads them: only False is accepted
+    # (the ByT5 encoder is frozen; the byte embedding always trains).
+    text_encoder_trainable: bool = False
+    text_embedding_trainable: bool = False
     cache_text_features: bool = True  # encode each utterance once, not every step
     text_condition_dropout: float = 0.1  # drop text for classifier-free guidance
 
@@ -122,9 +128,11 @@ CHOICES = {
     "eval_asr": ("auto", "openai-whisper", "faster-whisper", "none"),
     "eval_vocoder": ("auto", "bigvgan", "hifigan", "griffinlim", "none"),
 }
-# The audio front end is fixed (audio.py); a config may restate it but not change it.
-FIXED = {"n_mels": 80, "sample_rate": 22050, "n_fft": 1024, "hop_length": 256,
-         "win_length": 1024, "mel_f_min": 0.0, "mel_f_max": 8000.0,
+# Keys a config may restate but not change: the audio front end (audio.py) and the seed's
+# trainable switches.
+FIXED = {"n_mels": audio.N_MELS, "sample_rate": audio.SAMPLE_RATE, "n_fft": audio.N_FFT,
+         "hop_length": audio.HOP_LENGTH, "win_length": audio.WIN_LENGTH,
+         "mel_f_min": audio.MEL_FMIN, "mel_f_max": audio.MEL_FMAX,
          "text_encoder_trainable": False, "text_embedding_trainable": False}
 NULLS = ("none", "null", "")  # what a command line or YAML string says for an Optional's None
 # Every number in TrainConfig, checked by checks.check_number. A log-mel lies in about
@@ -148,7 +156,8 @@ LIMITS = {
     "max_bad_steps": POSITIVE_COUNT, "ema_decay": Limit(float, 0, 1, high_open=True),
     "seed": SEED, "log_interval": POSITIVE_COUNT, "val_interval": POSITIVE_COUNT,
     "save_interval": POSITIVE_COUNT, "keep_checkpoints": COUNT, "eval_interval": COUNT,
-    "eval_interval_seconds": Limit(float, 0), "eval_num_samples": COUNT, "eval_steps": STEPS, "eval_cfg_scale": CFG_SCALE,
+    "eval_interval_seconds": Limit(float, 0), "eval_num_samples": COUNT, "eval_steps": STEPS,
+    "eval_cfg_scale": CFG_SCALE,
     "eval_sway": SWAY,
 }
 

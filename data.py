@@ -7,7 +7,8 @@ whose order is a pure function of (seed, epoch), so a resumed run sees the same 
 
 All training randomness (flow noise, time t, text dropout, tail silence) is drawn here from
 generators seeded by (seed, epoch, utterance), not from a process-wide RNG: resuming, and
-splitting one batch over several ranks, give exactly the same numbers.
+splitting one batch over several ranks, give exactly the same numbers. The objective these
+draws feed is written out in model.FlowTTS.forward.
 
 Shape letters: b batch, n mel frames, m mel bands, l text tokens, h text-encoder width.
 """
@@ -38,8 +39,8 @@ class PreparedDataset:
         mels_path = os.path.join(data_dir, "mels.f16")
         for path in (stats_path, index_path, mels_path):
             if not os.path.exists(path):
-                raise DatasetError(f"{path} not found: prepare the dataset first with "
-                                   f"`python scripts/prepare_ljspeech.py --out {data_dir} --src DIR`")
+                raise DatasetError(f"{path} not found: prepare the dataset first with `python "
+                                   f"scripts/prepare_ljspeech.py --out {data_dir} --src DIR`")
         with open(stats_path) as f:
             self.stats = json.load(f)
         table = pq.read_table(index_path).to_pydict()
@@ -128,7 +129,8 @@ class Collate:
         self.dataset, self.cfg, self.epoch = dataset, cfg, epoch
 
     def utterance(self, row: int):
-        """One row's (log-mel (n, m), noise (n, m), t, drop_text), all drawn from its own seed."""
+        """One row's (log-mel (n, m), noise (n, m), t, drop_text), all drawn from its own seed:
+        the random half of the flow-matching objective (model.FlowTTS.forward is the rest)."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, self.epoch, row])
         mel = self.dataset.mel(row)
@@ -136,7 +138,8 @@ class Collate:
             extra = int(rng.random() * cfg.max_silence_sec * audio.FRAMES_PER_SECOND)
             mel = np.concatenate([mel, np.full((extra, mel.shape[1]), audio.SILENCE_LOGMEL,
                                                dtype=np.float32)])[:cfg.block_size]
-        t = 1 / (1 + np.exp(-(cfg.timestep_logit_mean + cfg.timestep_logit_std * rng.standard_normal())))
+        logit_t = cfg.timestep_logit_mean + cfg.timestep_logit_std * rng.standard_normal()
+        t = 1 / (1 + np.exp(-logit_t))  # logit-normal: most steps train mid-path
         if cfg.diffusion_train_steps > 1:  # the seed's discrete time grid
             t = np.round(t * (cfg.diffusion_train_steps - 1)) / (cfg.diffusion_train_steps - 1)
         drop = rng.random() < cfg.text_condition_dropout
@@ -153,7 +156,8 @@ class Collate:
         noise = torch.zeros(len(rows), n, audio.N_MELS)
         for i, (m, z, _, _) in enumerate(items):
             mel[i, :len(m)], noise[i, :len(z)] = torch.from_numpy(m), torch.from_numpy(z)
-        text_ids, text_mask = tokenize([self.dataset.texts[r] for r in rows], self.cfg.max_text_length)
+        texts = [self.dataset.texts[r] for r in rows]
+        text_ids, text_mask = tokenize(texts, self.cfg.max_text_length)
         return Batch(rows=torch.tensor(rows), mel=mel,
                      mel_mask=torch.arange(n)[None] < torch.tensor(lengths)[:, None],
                      text_ids=text_ids, text_mask=text_mask, noise=noise,
@@ -199,7 +203,8 @@ class BatchStream:
                 e, p = e + 1, 0
 
         loader = torch.utils.data.DataLoader(
-            _Keys(), sampler=keys(), batch_size=None, collate_fn=KeyedCollate(self.dataset, self.cfg),
+            _Keys(), sampler=keys(), batch_size=None,
+            collate_fn=KeyedCollate(self.dataset, self.cfg),
             num_workers=self.cfg.num_workers,
             prefetch_factor=self.cfg.prefetch_factor if self.cfg.num_workers else None,
             pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)

@@ -1,7 +1,8 @@
 """The TTS model: frozen ByT5 text encoder, duration predictor, Transformer mel flow decoder.
 
 It owns its training loss (conditional flow matching, Lipman et al. 2023, with the
-rectified-flow path x_t = (1 - t) noise + t data) and its sampler (Euler steps with
+rectified-flow path x_t = (1 - t) noise + t data: the whole objective is written out in
+FlowTTS.forward, whose random draws come from data.py) and its sampler (Euler steps with
 classifier-free guidance, Ho & Salimans 2022). Everyone else calls `forward` and `sample`.
 
 Shape letters: b batch, n mel frames, m mel bands, l text tokens (UTF-8 bytes + EOS),
@@ -233,7 +234,18 @@ class FlowTTS(nn.Module):
         return self.text_encoder(ids, mask), mask
 
     def forward(self, batch) -> LossResult:
-        """Masked flow-matching + duration loss for a data.Batch (randomness comes in it)."""
+        """The training objective for a data.Batch: conditional flow matching + duration loss.
+
+        For data x1 (the normalized mel), noise x0 ~ N(0, I) and a time t in (0, 1), the
+        rectified-flow path and its velocity are
+            x_t = (1 - t) x0 + t x1,    v = x1 - x0,
+        and flow_loss is |decoder(x_t, t, text) - v|^2 over each utterance's valid frames,
+        averaged per utterance, then over the batch. x0, t ~ sigmoid(N(timestep_logit_mean,
+        timestep_logit_std)) and the text dropout (rows trained on the null text, for CFG)
+        are drawn in data.Collate.utterance, from seeds of (seed, epoch, utterance), so a
+        resumed or DDP-split run draws the same numbers; the interpolation and the loss are
+        here. duration_loss is the MSE of the predicted log seconds;
+        loss = flow_loss + lambda_duration * duration_loss."""
         cfg = self.cfg
         text_hidden = batch.text_hidden if batch.text_hidden is not None else \
             self.text_encoder(batch.text_ids, batch.text_mask)
@@ -357,7 +369,8 @@ class FlowTTS(nn.Module):
         count = lambda module: sum(p.numel() for p in module.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"text_encoder": count(self.text_encoder), "text_proj": count(self.text_proj),
-                "duration_predictor": count(self.duration_predictor), "decoder": count(self.decoder),
+                "duration_predictor": count(self.duration_predictor),
+                "decoder": count(self.decoder),
                 "trainable": trainable, "frozen": count(self) - trainable}
 
 

@@ -68,8 +68,9 @@ def _report_row(row: dict, image: str | None) -> str:
 
 
 def _summary_value(key: str, value) -> str:
-    """A summary entry as shown: WERs (fractions in the JSON) as percentages."""
-    if "wer" in key and isinstance(value, float):
+    """A summary entry as shown: WERs and relative errors (fractions in the JSON) as
+    percentages."""
+    if ("wer" in key or key.endswith("_error")) and isinstance(value, float):
         return f"{100 * value:.1f}%"
     return _e(value)
 

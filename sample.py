@@ -123,8 +123,9 @@ def fixed_frames(seconds: float, block_size: int) -> int:
     """--seconds as mel frames (at least one); more than the model's block_size is refused."""
     frames = max(1, round(seconds * audio.FRAMES_PER_SECOND))
     if frames > block_size:
-        raise PromptError(f"--seconds {seconds:g} is {frames} mel frames; this model makes at most "
-                          f"{block_size} (block_size, {block_size / audio.FRAMES_PER_SECOND:.1f} s)")
+        longest = block_size / audio.FRAMES_PER_SECOND
+        raise PromptError(f"--seconds {seconds:g} is {frames} mel frames; this model makes at "
+                          f"most {block_size} (block_size, {longest:.1f} s)")
     return frames
 
 

@@ -28,7 +28,7 @@ import config as config_lib  # noqa: E402
 import evaluator  # noqa: E402
 import report  # noqa: E402
 from asr import load_asr  # noqa: E402
-from checkpoint import model_from_checkpoint  # noqa: E402
+from checkpoint import load as load_checkpoint, model_from_checkpoint  # noqa: E402
 from data import PreparedDataset  # noqa: E402
 from metric import read_metrics  # noqa: E402
 
@@ -131,13 +131,14 @@ def main() -> None:
 def write_outputs(scored: dict, run_dir: str, seconds: dict, total: float, device: str) -> None:
     results = scored["results"]
     records = read_metrics(run_dir)
-    steps = max((r["step"] for r in records if "train/loss" in r), default=0)
+    steps = load_checkpoint(os.path.join(run_dir, "latest.pt"))["step"]  # not the last log line
     report.plot_run(records, os.path.join(ROOT, "training.png"), "demo run")
     summary = {"wer_train_prompts": results["train"]["wer"],
                "wer_heldout": results["heldout"]["wer"],
                "wer_resynth_floor": results["floor"]["wer"],
                "duration_error": results["duration_error"], "train_steps": steps,
-               "seconds": round(total, 1), "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
+               "seconds": round(total, 1),
+               "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
                "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
                "whisper_model": scored["asr"], "vocoder": scored["vocoder"],
                "n_train_prompts": results["train"]["n_prompts"],

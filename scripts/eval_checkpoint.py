@@ -212,8 +212,8 @@ def main(argv=None) -> int:
             write_json(os.path.join(args.out, "summary.json"), summary)
             if log_to is not None:  # the key the in-loop evaluation logs, at its step
                 key = "eval/wer_oracle_duration" if settings.get("oracle_duration") else "eval/wer"
-                MetricLogger(log_to[0]).log(log_to[1], {key: summary["wer"],
-                                                        "eval/scored_prompts": summary["n_prompts"]})
+                values = {key: summary["wer"], "eval/scored_prompts": summary["n_prompts"]}
+                MetricLogger(log_to[0]).log(log_to[1], values)
             print(f"{args.mels}: WER {pct(summary['wer'])} over {summary['n_prompts']} prompts "
                   f"({summary['whisper_model']}, {summary['vocoder']})")
         if model is not None:

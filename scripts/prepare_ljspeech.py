@@ -1,7 +1,7 @@
 """LJSpeech-format corpus -> the prepared dataset that training reads.
 
     python scripts/prepare_ljspeech.py --out data/ljspeech --src /path/to/LJSpeech-1.1
-    python scripts/prepare_ljspeech.py --out data/ljspeech --download   # fetched by download_ljspeech.py
+    python scripts/prepare_ljspeech.py --out data/ljspeech --download   # via download_ljspeech.py
 
 Input: SRC/metadata.csv (UTF-8 lines id|text|normalized_text, no header, no quoting) and
 SRC/wavs/<id>.wav. Output OUT/, rows in metadata order:
@@ -325,8 +325,9 @@ def prepare(out, src=None, download=False, workers=1, force=False, strict=False,
 
 def print_summary(stats: dict, out: str, seconds: float) -> None:
     print("prepared {n_utterances} utterances ({n_train} train / {n_val} val / {n_test} test), "
-          "{total_frames} frames ({total_duration_sec:.0f} s), mel mean {mel_mean:.4f} std {mel_std:.4f}"
-          .format(**stats) + f" -> {out} in {seconds:.1f} s")
+          "{total_frames} frames ({total_duration_sec:.0f} s), "
+          "mel mean {mel_mean:.4f} std {mel_std:.4f}".format(**stats)
+          + f" -> {out} in {seconds:.1f} s")
     print(" | ".join(f"{k}: " + (", ".join(f"{r} {n}" for r, n in sorted(stats[k].items()))
                                  or "none") for k in ("skipped", "fixed", "noted")))
 

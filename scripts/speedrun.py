@@ -4,7 +4,7 @@
     python scripts/speedrun.py overrides          # the protocol's --key value pairs for train.py
     python scripts/speedrun.py floor --data_dir HELDOUT --out DIR
     python scripts/speedrun.py record RUN --floors DIR/floors.json --name NAME --recipe R \
-        [--records docs/records --command "..."]
+        [--records docs/records --run_command "..." --commit C --scored_only]
 
 `record` scores a finished run the protocol's way (benchmark.py) on a CPU: the val mels kept at
 every evaluation, in training-time order, then the test mels of the first evaluation at or
@@ -48,7 +48,7 @@ def load_scorer(protocol):
             load_asr(protocol.asr, protocol.whisper_model))
 
 
-def score_mels(path: str, out_dir: str, vocoder, asr, dataset) -> dict:
+def score_mels(path: str, out_dir: str, vocoder, asr, dataset, cached_only: bool = False):
     """WER of the mels.npz an evaluation kept (its wavs, wer.jsonl and summary in out_dir),
     and its duration error against the same texts' utterances in `dataset`. A summary already
     in out_dir from the same vocoder and recognizer is reused: scoring costs CPU minutes."""
@@ -61,6 +61,8 @@ def score_mels(path: str, out_dir: str, vocoder, asr, dataset) -> dict:
             summary = json.load(f)
         if (summary.get("vocoder"), summary.get("whisper_model")) == (vocoder.name, asr.name):
             return summary
+    if cached_only:
+        return None
     prompts, mels, settings = evaluator.load_mels(path)
     start = time.time()
     summary = evaluator.voice_and_score(out_dir, prompts, mels, vocoder, asr,
@@ -167,16 +169,20 @@ def compile_seconds(records: list[dict], log_interval: int) -> float:
     return sum(max(0.0, sec - steady) for sec in step_sec) * log_interval
 
 
-def score_points(run_dir: str, vocoder, asr, dataset) -> list[dict]:
+def score_points(run_dir: str, vocoder, asr, dataset,
+                 scored_only: bool = False) -> tuple[list[dict], list[int]]:
     """One point per evaluation the run kept: its step, training seconds, val WER and
-    duration error."""
-    points = []
+    duration error; and the steps left out (scored_only: those not scored before)."""
+    points, unscored = [], []
     for record in read_metrics(run_dir):
         if "eval/train_seconds" not in record:
             continue
         folder = os.path.join(run_dir, "eval", f"step_{record['step']}")
         summary = score_mels(os.path.join(folder, "mels.npz"), os.path.join(folder, "scored"),
-                             vocoder, asr, dataset)
+                             vocoder, asr, dataset, cached_only=scored_only)
+        if summary is None:
+            unscored.append(record["step"])
+            continue
         points.append({"step": record["step"], "train_seconds": record["eval/train_seconds"],
                        "wer_val": summary["wer"], "duration_error": summary["duration_error"]})
         print(f"step {record['step']} ({record['eval/train_seconds']:.0f} s): val WER "
@@ -184,11 +190,19 @@ def score_points(run_dir: str, vocoder, asr, dataset) -> list[dict]:
               f"{100 * summary['duration_error']:.1f}%")
     if not points:
         raise BenchmarkError(f"{run_dir}: no evaluation by the training clock to score")
-    return sorted(points, key=lambda p: p["train_seconds"])
+    return sorted(points, key=lambda p: p["train_seconds"]), unscored
+
+
+def run_date(records: list[dict]) -> str:
+    """The UTC day the run started (a record is often written on a later day)."""
+    started = records[0].get("time") if records else None
+    if started is None:
+        return datetime.date.today().isoformat()
+    return datetime.datetime.fromtimestamp(started, datetime.timezone.utc).date().isoformat()
 
 
 def make_record(run_dir: str, floors_file: str, name: str, recipe: str, command: str,
-                protocol=PROTOCOL, commit: str = "") -> dict:
+                protocol=PROTOCOL, commit: str = "", scored_only: bool = False) -> dict:
     config = check_protocol(run_dir, protocol)
     records = read_metrics(run_dir)
     info = next((r["run"] for r in records if "run" in r), {})
@@ -196,14 +210,14 @@ def make_record(run_dir: str, floors_file: str, name: str, recipe: str, command:
     floor_val, floor_test, heldout = read_floors(floors_file, protocol)
     dataset = PreparedDataset(heldout)  # the same texts and audio: their true lengths
     vocoder, asr = load_scorer(protocol)
-    points = score_points(run_dir, vocoder, asr, dataset)
+    points, unscored = score_points(run_dir, vocoder, asr, dataset, scored_only)
     target = benchmark.target_wer(floor_val, protocol)
     hit = benchmark.first_at_target(points, target)
     chosen = hit or points[-1]
     folder = os.path.join(run_dir, "eval", f"step_{chosen['step']}")
     test = score_mels(os.path.join(folder, "test", "mels.npz"),
                       os.path.join(folder, "test", "scored"), vocoder, asr, dataset)
-    return {"date": datetime.date.today().isoformat(), "device": info.get("device", "unknown"),
+    return {"date": run_date(records), "device": info.get("device", "unknown"),
             "commit": commit or info.get("git_revision", "unknown"), "name": name,
             "recipe": recipe,
             "seed": config["seed"], "reached": hit is not None,
@@ -213,6 +227,7 @@ def make_record(run_dir: str, floors_file: str, name: str, recipe: str, command:
             "wer_floor": floor_test, "wer_floor_val": floor_val, "target": target,
             "duration_error": chosen["duration_error"],
             "budget_seconds": config["max_train_seconds"], "command": command,
+            "points_unscored": unscored,
             "points": points, "protocol": protocol.as_dict()}
 
 
@@ -284,6 +299,9 @@ def main(argv=None) -> int:
     rec.add_argument("--run_command", default="", help="the command that trained the run")
     rec.add_argument("--commit", default="",
                      help="the code's commit, where the run's own git_revision is not it")
+    rec.add_argument("--scored_only", action="store_true",
+                     help="leave out the val points not scored yet (listed in the row as "
+                          "points_unscored: the first time at the target may be among them)")
     args = p.parse_args(argv)
     try:
         if args.command == "text":
@@ -294,7 +312,8 @@ def main(argv=None) -> int:
             floors(args.data_dir, args.out)
         else:
             record = make_record(args.run_dir, args.floors, args.name, args.recipe,
-                                 args.run_command, commit=args.commit)
+                                 args.run_command, commit=args.commit,
+                                 scored_only=args.scored_only)
             print(json.dumps({k: v for k, v in record.items() if k != "points"}))
             print(f"wrote {publish(record, args.run_dir, args.records)}")
     except (BenchmarkError, OSError) as exc:

@@ -94,7 +94,8 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     true_s = dataset.n_frames[rows] / audio.FRAMES_PER_SECOND
-    pred_s = evaluator.predicted_frames(model, [dataset.texts[r] for r in rows]) / audio.FRAMES_PER_SECOND
+    pred_frames = evaluator.predicted_frames(model, [dataset.texts[r] for r in rows])
+    pred_s = pred_frames / audio.FRAMES_PER_SECOND
     error = float(np.mean(np.abs(pred_s - true_s) / true_s))  # as evaluator.duration_error
     step = load(args.ckpt)["step"]
     title = f"{args.split}: {len(rows)} utterances, step {step}, mean |error| {100 * error:.1f}%"

@@ -20,7 +20,7 @@ needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                     reason="chromium not installed (apt-get install -y chromium)")
 SECONDS = {"p0": 0.5, "p1": 1.25, "long/p2": 2.0}  # ids are paths relative to the report
 SUMMARY = {"kind": "test report", "wer": 0.15151515151515152, "wer_resynth_floor": 0.0625,
-           "n_prompts": 3, "vocoder": "griffinlim"}
+           "duration_error": 0.16009236032151886, "n_prompts": 3, "vocoder": "griffinlim"}
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,13 @@ def test_mel_images_are_written_beside_the_wavs(report_dir):
     assert imread(report_dir / "p1.png").shape[:2] == (128, 640)
 
 
-def test_summary_wers_are_percentages(report_dir):
+def test_summary_wers_and_errors_are_percentages(report_dir):
     page = (report_dir / "report.html").read_text()
     assert "<th>wer</th><td>15.2%</td>" in page
     assert "<th>wer_resynth_floor</th><td>6.2%</td>" in page
+    assert "<th>duration_error</th><td>16.0%</td>" in page
     assert "<th>n_prompts</th><td>3</td>" in page
-    assert "0.1515" not in page
+    assert "0.1515" not in page and "0.1600" not in page
     assert re.findall(r"<td class=\"(?:bad)?\">([^<]*)</td>", page) == [
         "0.0% (0/4)", "25.0% (1/4)", "50.0% (2/4)"]
 

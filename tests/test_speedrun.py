@@ -3,6 +3,7 @@ is scored point by point and becomes a record row, a folder and curves; a run wh
 strays from the protocol is refused."""
 import json
 import os
+import shutil
 import types
 
 import pytest
@@ -76,6 +77,14 @@ def test_a_run_becomes_a_record_at_its_first_point_under_the_target(tiny_run, ti
                                           "points.jsonl"]
     assert (records / "speedrun.png").stat().st_size > 1000
 
+    # --scored_only: a point nobody scored yet is left out and named, not heard
+    shutil.rmtree(os.path.join(run, "eval", "step_7", "scored"))
+    partial = speedrun.make_record(run, floors, "tiny_partial", "seed", "train.py ...", hard,
+                                   scored_only=True)
+    assert [p["step"] for p in partial["points"]] == [4, 10, 12]
+    assert partial["points_unscored"] == [7] and missed["points_unscored"] == []
+    assert not os.path.exists(os.path.join(run, "eval", "step_7", "scored"))
+
 
 def test_a_run_off_the_protocol_is_refused(tiny_run, tmp_path):
     run, _, _ = tiny_run
@@ -118,3 +127,8 @@ def test_floors_score_transcripts_already_written_without_hearing_them_again(
     assert result["val"]["hifigan-universal"]["base"] == pytest.approx(2 / val_words)
     written = json.loads((tmp_path / "floors.json").read_text())
     assert written["floors"] == result
+
+
+def test_a_record_is_dated_by_the_day_its_run_started():
+    started = [{"step": 0, "time": 1796169000.0}, {"step": 50, "time": 1796175000.0}]
+    assert speedrun.run_date(started) == "2026-12-01"  # 23:50 UTC; the last log is 01:30 the next day
