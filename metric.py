@@ -1,6 +1,7 @@
 """Metrics: one JSON object per line in <run>/metrics.jsonl, mirrored to W&B when asked.
 
-Knows nothing about which metrics exist. W&B is optional: used only when `wandb_project`
+Knows nothing about which metrics exist, except the few that older runs logged under other
+names before they took the seed's (`read_metrics` reads those under the new ones). W&B is optional: used only when `wandb_project`
 is set and the package imports; offline unless WANDB_MODE says otherwise.
 """
 from __future__ import annotations
@@ -56,8 +57,24 @@ def _plain(value):
     return value
 
 
+# name before -> the seed's name, now logged (runs before 2026-12-02 wrote the old ones)
+RENAMED = {"train/lr": "optim/lr", "train/grad_norm": "optim/grad_norm",
+           "train/frames_per_s": "perf/frames_per_sec", "train/tflops": "perf/tflops"}
+
+
+def current_names(record: dict) -> dict:
+    """An older record under today's names (train/step_ms, milliseconds, as time/step_sec)."""
+    for old, new in RENAMED.items():
+        if old in record:
+            record[new] = record.pop(old)
+    if "train/step_ms" in record:
+        record["time/step_sec"] = record.pop("train/step_ms") / 1000
+    return record
+
+
 def read_metrics(run_dir_or_file: str) -> list[dict]:
-    """All records of a metrics.jsonl (a run still writing may end in a partial line)."""
+    """All records of a metrics.jsonl (a run still writing may end in a partial line), older
+    runs' renamed metrics under their current names."""
     path = run_dir_or_file
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.jsonl")
@@ -65,7 +82,7 @@ def read_metrics(run_dir_or_file: str) -> list[dict]:
     with open(path) as f:
         for line in f:
             try:
-                records.append(json.loads(line))
+                records.append(current_names(json.loads(line)))
             except json.JSONDecodeError:
                 continue
     return records

@@ -106,7 +106,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str, title: str = "") -> dict:
     """plot_run for several runs on shared axes (labelled by run name when there are several),
     to compare them; returns {run name: plotted series' lengths}."""
     from matplotlib.figure import Figure
-    keys = ("train/loss", "val/flow_loss", "eval/wer", "eval/wer_oracle_duration", "train/step_ms")
+    keys = ("train/loss", "val/flow_loss", "eval/wer", "eval/wer_oracle_duration", "time/step_sec")
     series = {name: {key: [(r["step"], r[key]) for r in records
                            if isinstance(r.get(key), (int, float))] for key in keys}
               for name, records in runs.items()}
@@ -114,7 +114,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str, title: str = "") -> dict:
     axes = fig.subplots(1, 3)
     for ax, panel_keys, label in ((axes[0], ("train/loss", "val/flow_loss"), "flow-matching loss"),
                                   (axes[1], ("eval/wer", "eval/wer_oracle_duration"), "WER"),
-                                  (axes[2], ("train/step_ms",), "ms / step")):
+                                  (axes[2], ("time/step_sec",), "seconds / step")):
         for name, run in series.items():
             for key in panel_keys:
                 if run[key]:

@@ -165,6 +165,8 @@ class LogWindow:
         self.flops_per_frame = decoder_flops_per_frame(cfg, mean_frames, 100)["train"]
         self.loss_sum = torch.zeros((), device=device)  # flow loss of the finite steps
         self.useful_frames = torch.zeros((), device=device)  # this rank's
+        self.utterances = 0  # this rank's
+        self.cuda = device.type == "cuda"  # peak memory is logged per window
         self.unchecked = []  # finite flags (bool tensors) of the steps not checked yet
         self.updates = 0  # checked steps of this window whose gradient was applied
         self.bad_run = 0  # dropped steps in a row; carries over from window to window
@@ -174,6 +176,7 @@ class LogWindow:
     def add(self, out: StepOutput) -> None:
         self.loss_sum += torch.where(out.finite, out.flow_loss, 0.0)
         self.useful_frames += out.useful_frames
+        self.utterances += out.utterances
         self.unchecked.append(out.finite)
         self.last = out
 
@@ -205,19 +208,25 @@ class LogWindow:
         frames = self.useful_frames.item() * self.world_size
         lr = lr_at(step - 1, cfg)
         loss = self.loss_sum.item() / self.updates if self.updates else float("nan")
-        values = {"train/loss": loss,
-                  "train/duration_loss": out.result.duration_loss.item(), "train/lr": lr,
-                  "train/grad_norm": out.grad_norm.item(), "train/epoch": out.epoch,
-                  "train/step_ms": 1000 * elapsed / cfg.log_interval,
-                  "train/frames_per_s": frames / elapsed,
-                  "train/tflops": frames * self.flops_per_frame / elapsed / 1e12}
-        self.log(f"step:{step} loss:{values['train/loss']:.4f} "
-                 f"dur:{values['train/duration_loss']:.4f} lr:{lr:.2e} "
-                 f"step_avg:{values['train/step_ms']:.0f}ms "
-                 f"frames/s:{values['train/frames_per_s']:.0f}")
+        # The seed's names where it logged the same thing (docs/RESEARCH_WORKFLOW.md, section 5)
+        values = {"train/loss": loss, "train/duration_loss": out.result.duration_loss.item(),
+                  "train/duration_pred_sec": out.result.predicted_seconds.item(),
+                  "train/duration_target_sec": out.result.true_seconds.item(),
+                  "train/epoch": out.epoch, "optim/lr": lr, "optim/grad_norm": out.grad_norm.item(),
+                  "time/step_sec": elapsed / cfg.log_interval,
+                  "perf/frames_per_sec": frames / elapsed,
+                  "perf/samples_per_sec": self.utterances * self.world_size / elapsed,
+                  "perf/tflops": frames * self.flops_per_frame / elapsed / 1e12}
+        if self.cuda:
+            values["cuda/max_memory_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
+            torch.cuda.reset_peak_memory_stats()
+        self.log(f"step:{step} loss:{loss:.4f} dur:{values['train/duration_loss']:.4f} "
+                 f"lr:{lr:.2e} step_avg:{1000 * values['time/step_sec']:.0f}ms "
+                 f"frames/s:{values['perf/frames_per_sec']:.0f}")
         self.metrics.log(step, values)
         self.loss_sum.zero_()
         self.useful_frames.zero_()
+        self.utterances = 0
         self.updates = 0
 
 

@@ -39,6 +39,7 @@ class StepOutput:
     grad_norm: torch.Tensor
     useful_frames: torch.Tensor  # this rank's non-padding frames
     padded_frames: int  # this rank's frames including padding
+    utterances: int  # this rank's utterances
     finite: torch.Tensor  # bool; False: the loss or gradient norm was not finite, gradient dropped
     epoch: int  # data position after the step
     position: int
@@ -92,7 +93,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
         forward = self.model if self.ddp is None else self.ddp  # DDP's forward syncs gradients
-        flow_loss = frames = padded = 0
+        flow_loss = frames = padded = utterances = 0
         for micro in range(self.accum):
             epoch, position, batch = next(batches)
             batch = self.to_device(batch)
@@ -103,6 +104,7 @@ class Trainer:
             flow_loss = flow_loss + result.flow_loss / self.accum
             frames = frames + batch.useful_frames
             padded += batch.mel_mask.numel()
+            utterances += batch.mel_mask.shape[0]
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.cfg.grad_clip)
         finite = torch.isfinite(grad_norm) & torch.isfinite(result.loss)
         if self.world_size > 1:  # the loss is per rank: all ranks must drop the step together
@@ -123,4 +125,5 @@ class Trainer:
                 torch._foreach_lerp_(self.ema_trained, self.trained, 1 - self.cfg.ema_decay)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        return StepOutput(result, flow_loss, grad_norm, frames, padded, finite, epoch, position)
+        return StepOutput(result, flow_loss, grad_norm, frames, padded, utterances, finite, epoch,
+                          position)

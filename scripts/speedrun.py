@@ -162,11 +162,11 @@ def check_protocol(run_dir: str, protocol) -> dict:
 
 def compile_seconds(records: list[dict], log_interval: int) -> float:
     """Training time beyond the steady step time: the first steps' compilation, mostly."""
-    step_ms = [r["train/step_ms"] for r in records if "train/step_ms" in r]
-    if not step_ms:
+    step_sec = [r["time/step_sec"] for r in records if "time/step_sec" in r]
+    if not step_sec:
         return 0.0
-    steady = statistics.median(step_ms)
-    return sum(max(0.0, ms - steady) for ms in step_ms) * log_interval / 1000
+    steady = statistics.median(step_sec)
+    return sum(max(0.0, sec - steady) for sec in step_sec) * log_interval
 
 
 def score_points(run_dir: str, vocoder, asr, dataset,

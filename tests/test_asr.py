@@ -26,7 +26,7 @@ ESPEAK_SENTENCES = [
 
 def test_asr_names_say_which_model_is_used(tiny_asr, tmp_path, monkeypatch):
     assert asr.load_asr("auto", "tiny.en").name.endswith("whisper:tiny.en")
-    assert asr.load_asr("faster-whisper", "tiny") is tiny_asr  # loaded once, reused
+    assert asr.load_asr("faster-whisper", "tiny.en") is tiny_asr  # loaded once, reused
     with pytest.raises(asr.ASRError, match="unknown ASR"):
         asr.load_asr("kaldi")
     # Whisper base ships as two halves of model.bin: joined once into the cache, atomically
@@ -59,3 +59,35 @@ def test_hifigan_resynthesis_keeps_wer_within_ten_points(tiny_asr, tmp_path):
     _, vocoded = evaluator.score(prompts, tiny_asr.transcribe(resynth, progress=False))
     assert original["wer"] < 0.3, original  # the recognizer understands espeak at all
     assert abs(vocoded["wer"] - original["wer"]) <= 0.10, (original, vocoded)
+
+
+@pytest.fixture
+def fake_faster_whisper(monkeypatch):
+    """faster-whisper's loader as a fake: shipped weights live under /shipped/, and the hub
+    gives the names in `hub` (empty: the hub cannot be reached)."""
+    hub = set()
+
+    def load(path, device):
+        if not path.startswith("/shipped/") and path not in hub:
+            raise asr.ASRError(f"faster-whisper: cannot load {path!r} (no hub)")
+        return path
+    monkeypatch.setattr(asr, "_faster_whisper_model", load)
+    monkeypatch.setattr(asr, "_SHIPPED_WHISPER", {"tiny.en": lambda: "/shipped/tiny.en",
+                                                  "base": lambda: "/shipped/base"})
+    return hub
+
+
+def test_offline_base_en_runs_base_and_says_so(fake_faster_whisper, capsys):
+    recognizer = asr._load_faster_whisper("base.en", "cpu")
+    assert (recognizer.name, recognizer.requested) == ("faster-whisper:base", "base.en")
+    assert "running the offline 'base' instead" in capsys.readouterr().out
+    assert asr._load_faster_whisper("tiny", "cpu").name == "faster-whisper:tiny.en"
+
+
+def test_with_the_hub_the_model_named_runs(fake_faster_whisper, capsys):
+    fake_faster_whisper.add("base.en")
+    recognizer = asr._load_faster_whisper("base.en", "cpu")
+    assert (recognizer.name, recognizer.requested) == ("faster-whisper:base.en", "base.en")
+    assert capsys.readouterr().out == ""
+    with pytest.raises(asr.ASRError, match="medium.en"):  # no hub and nothing shipped
+        asr._load_faster_whisper("medium.en", "cpu")

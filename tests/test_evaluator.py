@@ -159,3 +159,19 @@ def test_length_error_of_mels_sampled_elsewhere(tiny_dataset):
     assert evaluator.length_error(dataset, prompts, mels) == pytest.approx(expected)
     with pytest.raises(evaluator.EvalError, match="no utterance of the text 'never said'"):
         evaluator.length_error(dataset, [("train_0000", "never said")], mels[:1])
+
+
+def test_an_empty_whisper_model_turns_the_recognizer_off(tiny_model, tmp_path, monkeypatch):
+    """eval_whisper_model '' (the seed's switch): the evaluation keeps its wavs, scores none."""
+    def refuse(*args):
+        raise AssertionError("a recognizer was loaded")
+    monkeypatch.setattr(evaluator, "load_asr", refuse)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("First prompt.\n")
+    cfg = config.load_config(None, {**config.as_dict(tiny_model.cfg), "eval_prompts": str(prompts),
+                                    "eval_steps": 1, "eval_whisper_model": "",
+                                    "eval_vocoder": "griffinlim"})
+    metrics = evaluator.InLoopEvaluator(cfg, str(tmp_path / "run"))(tiny_model, 3)
+    tiny_model.eval()
+    assert "eval/wer" not in metrics and metrics["eval/n_prompts"] == 1
+    assert os.path.exists(tmp_path / "run" / "eval" / "step_3" / "0000.wav")

@@ -35,3 +35,13 @@ def test_a_disabled_logger_writes_nothing(tmp_path):
     logger = MetricLogger(str(tmp_path / "rank1"), enabled=False)
     logger.log(1, {"train/loss": 1.0})
     assert not (tmp_path / "rank1").exists()
+
+
+def test_an_older_runs_metrics_read_under_the_seeds_names(tmp_path):
+    """Runs logged train/lr, train/step_ms, ... before those took the seed's names."""
+    older = {"step": 50, "train/loss": 0.5, "train/lr": 1e-3, "train/grad_norm": 2.0,
+             "train/step_ms": 40.0, "train/frames_per_s": 3.5e5, "train/tflops": 120.0}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(older) + "\n")
+    record, = read_metrics(str(tmp_path))
+    assert record == {"step": 50, "train/loss": 0.5, "optim/lr": 1e-3, "optim/grad_norm": 2.0,
+                      "time/step_sec": 0.04, "perf/frames_per_sec": 3.5e5, "perf/tflops": 120.0}

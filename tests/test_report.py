@@ -93,9 +93,9 @@ def test_report_plays_and_fits_a_1024_px_window_in_headless_chromium(report_dir,
 
 
 def test_plot_run_draws_the_curves_it_was_given(tmp_path):
-    records = [{"step": s, "train/loss": 2.0 / s, "train/step_ms": 200.0} for s in (10, 20, 30)]
+    records = [{"step": s, "train/loss": 2.0 / s, "time/step_sec": 0.2} for s in (10, 20, 30)]
     records += [{"step": 30, "val/flow_loss": 0.4}, {"step": 30, "eval/wer": 0.5}]
     drawn = report.plot_run(records, str(tmp_path / "run.png"), "a run")
     assert drawn == {"train/loss": 3, "val/flow_loss": 1, "eval/wer": 1,
-                     "eval/wer_oracle_duration": 0, "train/step_ms": 3}
+                     "eval/wer_oracle_duration": 0, "time/step_sec": 3}
     assert imread(tmp_path / "run.png").shape[2] in (3, 4)

@@ -43,7 +43,7 @@ def test_the_seeds_overfit_config_runs_its_1000_steps_on_its_schedule(tiny_overr
     shrink.update(decoder_d_model=32, decoder_n_layer=1, decoder_n_head=2, batch_size=8,
                   effective_batch_size=8, eval_steps=2, eval_vocoder="none")
     train.main(["--config", SEED_OVERFIT64, *as_argv(shrink)])
-    lr = {r["step"]: r["train/lr"] for r in read_metrics(run_dir) if "train/lr" in r}
+    lr = {r["step"]: r["optim/lr"] for r in read_metrics(run_dir) if "optim/lr" in r}
     assert sorted(lr) == list(range(10, 1001, 10))  # log_interval 10; not one step more
     assert checkpoint.load(os.path.join(run_dir, "latest.pt"))["step"] == 1000
     assert lr[10] == pytest.approx(1e-4) and lr[100] == pytest.approx(1e-3)  # warmup 100

@@ -34,8 +34,9 @@ RUN_SETTINGS = {"max_steps": 4, "save_interval": 2, "val_interval": 2, "eval_int
                 "eval_asr": "none", "eval_vocoder": "none", "eval_num_samples": 2,
                 "eval_steps": 2}
 TINY_RUN: dict = {}  # the run's overrides, once trained (see tiny_run)
-DOCUMENTED_KEYS = ("train/loss", "train/duration_loss", "train/lr", "train/grad_norm",
-                   "train/step_ms", "train/frames_per_s", "train/tflops", "val/flow_loss",
+DOCUMENTED_KEYS = ("train/loss", "train/duration_loss", "train/duration_pred_sec",
+                   "train/duration_target_sec", "optim/lr", "optim/grad_norm", "time/step_sec",
+                   "perf/frames_per_sec", "perf/samples_per_sec", "perf/tflops", "val/flow_loss",
                    "eval/seconds")
 
 
@@ -191,7 +192,7 @@ def test_plot_run_draws_a_run_still_writing(tiny_run, tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text(records)  # the last line is still being written
     assert load_script("plot_run").main([str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    for key, n in (("train/loss", 4), ("val/flow_loss", 2), ("eval/wer", 1), ("train/step_ms", 4)):
+    for key, n in (("train/loss", 4), ("val/flow_loss", 2), ("eval/wer", 1), ("time/step_sec", 4)):
         assert re.search(rf"^{key}\s+{n} points", printed, re.M), (key, printed)
     assert "last 0.75 at step 4" in printed
     assert imread(tmp_path / "training.png").shape[:2] == (288, 1080)
@@ -216,6 +217,14 @@ def test_plot_run_overlays_two_runs(tiny_run, tmp_path, capsys):
 def test_tiny_run_logs_the_documented_metrics(tiny_run):
     logged = {key for record in read_metrics(tiny_run["out_dir"]) for key in record}
     assert set(DOCUMENTED_KEYS) <= logged, set(DOCUMENTED_KEYS) - logged
+    dataset = PreparedDataset(tiny_run["data_dir"])
+    seconds = dataset.n_frames / audio.FRAMES_PER_SECOND  # every utterance's length
+    for record in read_metrics(tiny_run["out_dir"]):
+        if "train/duration_target_sec" in record:  # a batch mean of the utterances' seconds
+            assert seconds.min() <= record["train/duration_target_sec"] <= seconds.max()
+            assert record["train/duration_pred_sec"] > 0
+            utterances_per_step = record["perf/samples_per_sec"] * record["time/step_sec"]
+            assert 1 <= utterances_per_step <= tiny_run["batch_size"] + 1e-6
     assert sorted(os.listdir(os.path.join(tiny_run["out_dir"], "eval"))) == ["step_2", "step_4"]
 
 
@@ -285,7 +294,7 @@ def test_fine_tune_starts_from_the_source_weights_with_a_fresh_optimizer(tiny_ru
     assert first == pytest.approx(expected, rel=1e-6)
     assert abs(untrained - expected) > 1e-3  # so the check above can tell them apart
     # A fresh optimizer and schedule: warmup from step 0, AdamW has seen 2 updates, not 4 + 2.
-    assert [r["train/lr"] for r in logged if "train/lr" in r] == pytest.approx(
+    assert [r["optim/lr"] for r in logged if "optim/lr" in r] == pytest.approx(
         [tune["lr"] * 1 / tune["warmup_steps"], tune["lr"] * 2 / tune["warmup_steps"]])
     state = torch.load(os.path.join(tune["out_dir"], "latest.pt"), weights_only=True)
     adamw_steps = {float(s["step"]) for s in state["optimizers"][-1]["state"].values()}
