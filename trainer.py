@@ -2,7 +2,8 @@
 
 train.py runs the loop around it and scripts/bench.py times it. The step is forward/backward
 over the micro-batches through the DDP wrapper, clipping, and the optimizers' update; a step
-whose loss or gradient norm is not finite contributes no gradient.
+whose loss or gradient norm is not finite contributes no gradient. LogWindow sums the steps
+between two log lines and writes their line and metrics record.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import config as config_lib
 from data import PreparedDataset, TextFeatureCache
-from model import FlowTTS, LossResult
-from optim import build_optimizers
+from model import FlowTTS, LossResult, decoder_flops_per_frame
+from optim import build_optimizers, lr_at
 
 
 def grad_accum_steps(cfg, world_size: int) -> int:
@@ -127,3 +128,78 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         return StepOutput(result, flow_loss, grad_norm, frames, padded, utterances, finite, epoch,
                           position)
+
+
+class LogWindow:
+    """The steps since the last log line. Their losses and frames are summed on the device,
+    so a step never waits for it; `check_finite` (at log and save steps) reads which steps
+    were dropped as non-finite, and `flush` writes the console line and the metrics record."""
+
+    def __init__(self, cfg, world_size: int, device, log, metrics, mean_frames: float):
+        self.cfg, self.world_size, self.log, self.metrics = cfg, world_size, log, metrics
+        self.flops_per_frame = decoder_flops_per_frame(cfg, mean_frames, 100)["train"]
+        self.loss_sum = torch.zeros((), device=device)  # flow loss of the finite steps
+        self.useful_frames = torch.zeros((), device=device)  # this rank's
+        self.utterances = 0  # this rank's
+        self.cuda = device.type == "cuda"  # peak memory is logged per window
+        self.unchecked = []  # finite flags (bool tensors) of the steps not checked yet
+        self.updates = 0  # checked steps of this window whose gradient was applied
+        self.bad_run = 0  # dropped steps in a row; carries over from window to window
+        self.flushed_at_seconds = 0.0  # training time at the last flush
+        self.last = None  # StepOutput of the newest step
+
+    def add(self, out: StepOutput) -> None:
+        self.loss_sum += torch.where(out.finite, out.flow_loss, 0.0)
+        self.useful_frames += out.useful_frames
+        self.utterances += out.utterances
+        self.unchecked.append(out.finite)
+        self.last = out
+
+    def check_finite(self, step: int) -> None:
+        """Log the unchecked steps whose gradient was dropped; stop the run after
+        max_bad_steps of them in a row. Waits for the device."""
+        finite = torch.stack(self.unchecked).tolist() if self.unchecked else []
+        for i, ok in enumerate(finite):
+            self.bad_run = 0 if ok else self.bad_run + 1
+            if not ok:
+                at = step - len(finite) + 1 + i
+                self.log(f"step:{at} gradient dropped: non-finite loss or grad norm "
+                         f"({self.bad_run} in a row)")
+                self.metrics.log(at, {"train/skipped_nonfinite": 1})
+            if self.bad_run >= self.cfg.max_bad_steps:
+                raise FloatingPointError(
+                    f"non-finite loss or grad norm {self.bad_run} steps in a row "
+                    f"(max_bad_steps {self.cfg.max_bad_steps}); stopped, not saved")
+        self.updates += sum(finite)
+        self.unchecked = []
+
+    def flush(self, step: int, train_seconds: float) -> None:
+        """The window's line and metrics record (after check_finite); then a new window."""
+        cfg, out = self.cfg, self.last
+        elapsed, self.flushed_at_seconds = train_seconds - self.flushed_at_seconds, train_seconds
+        if self.world_size > 1:  # log the global batch's loss, not rank 0's share
+            dist.all_reduce(self.loss_sum)
+            self.loss_sum /= self.world_size
+        frames = self.useful_frames.item() * self.world_size
+        lr = lr_at(step - 1, cfg)
+        loss = self.loss_sum.item() / self.updates if self.updates else float("nan")
+        # The seed's names where it logged the same thing (docs/RESEARCH_WORKFLOW.md, section 5)
+        values = {"train/loss": loss, "train/duration_loss": out.result.duration_loss.item(),
+                  "train/duration_pred_sec": out.result.predicted_seconds.item(),
+                  "train/duration_target_sec": out.result.true_seconds.item(),
+                  "train/epoch": out.epoch, "optim/lr": lr, "optim/grad_norm": out.grad_norm.item(),
+                  "time/step_sec": elapsed / cfg.log_interval,
+                  "perf/frames_per_sec": frames / elapsed,
+                  "perf/samples_per_sec": self.utterances * self.world_size / elapsed,
+                  "perf/tflops": frames * self.flops_per_frame / elapsed / 1e12}
+        if self.cuda:
+            values["cuda/max_memory_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
+            torch.cuda.reset_peak_memory_stats()
+        self.log(f"step:{step} loss:{loss:.4f} dur:{values['train/duration_loss']:.4f} "
+                 f"lr:{lr:.2e} step_avg:{1000 * values['time/step_sec']:.0f}ms "
+                 f"frames/s:{values['perf/frames_per_sec']:.0f}")
+        self.metrics.log(step, values)
+        self.loss_sum.zero_()
+        self.useful_frames.zero_()
+        self.utterances = 0
+        self.updates = 0
