@@ -67,15 +67,15 @@ class RMSNorm(nn.Module):
 
 def rope_rotation(positions: torch.Tensor, head_dim: int,
                   theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions (b, n) float -> (cos, sin) of the rotation angles, each (b, 1, n, head_dim / 2)
+    """positions (b, n) float -> (cos, sin) of the rotation angles, each (b, n, 1, head_dim / 2)
     (Su et al. 2021). Computed once per decoder forward: every block rotates by the same angles."""
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device) / head_dim)
-    angles = (positions.float()[..., None] * inv_freq)[:, None]
+    angles = (positions.float()[..., None] * inv_freq)[:, :, None]
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate pairs (x[2i], x[2i+1]) of x (b, heads, n, head_dim) by rotation = (cos, sin)."""
+    """Rotate pairs (x[2i], x[2i+1]) of x (b, n, heads, head_dim) by rotation = (cos, sin)."""
     cos, sin = rotation
     x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
@@ -84,20 +84,25 @@ def apply_rope(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> 
 class Attention(nn.Module):
     """Multi-head attention with RoPE on queries and keys; self- or cross-attention."""
 
-    def __init__(self, d: int, n_head: int, dropout: float):
+    def __init__(self, d: int, n_head: int, dropout: float, is_self: bool):
         super().__init__()
-        self.n_head, self.dropout = n_head, dropout
+        self.n_head, self.dropout, self.is_self = n_head, dropout, is_self
         self.q = nn.Linear(d, d, bias=False)
         self.kv = nn.Linear(d, 2 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
 
     def forward(self, x, memory, key_mask, q_rotation, k_rotation):
-        """x (b, n, d), memory (b, s, d), key_mask (b, s) bool -> (b, n, d)."""
+        """x (b, n, d), memory (b, s, d) (x if self), key_mask (b, s) bool -> (b, n, d)."""
         b, n, d = x.shape
-        heads = lambda y: y.view(b, y.shape[1], self.n_head, -1).transpose(1, 2)
-        q = apply_rope(heads(self.q(x)), q_rotation)
-        k, v = self.kv(memory).chunk(2, dim=-1)
-        k, v = apply_rope(heads(k), k_rotation), heads(v)
+        # Rotated in (b, n or s, heads, head_dim) order, q makes the attention kernel write its
+        # output in that order too: the output projection reads it without a transposing copy.
+        heads = lambda y: y.view(b, y.shape[1], self.n_head, -1)
+        if self.is_self:  # one matmul for q, k, v: the same function, one kernel for three
+            q, k, v = F.linear(x, torch.cat([self.q.weight, self.kv.weight])).split(d, dim=-1)
+        else:
+            q, (k, v) = self.q(x), self.kv(memory).chunk(2, dim=-1)
+        q, k = apply_rope(heads(q), q_rotation), apply_rope(heads(k), k_rotation)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), heads(v).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
@@ -124,8 +129,8 @@ class DecoderBlock(nn.Module):
     def __init__(self, d: int, n_head: int, dropout: float):
         super().__init__()
         self.self_norm, self.cross_norm, self.mlp_norm = RMSNorm(d), RMSNorm(d), RMSNorm(d)
-        self.self_attn = Attention(d, n_head, dropout)
-        self.cross_attn = Attention(d, n_head, dropout)
+        self.self_attn = Attention(d, n_head, dropout, is_self=True)
+        self.cross_attn = Attention(d, n_head, dropout, is_self=False)
         self.mlp = SwiGLU(d)
         self.modulation_offset = nn.Parameter(torch.zeros(6, d))
 

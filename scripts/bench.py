@@ -35,6 +35,7 @@ from data import BatchStream, PreparedDataset  # noqa: E402
 from model import FlowTTS, decoder_flops_per_frame  # noqa: E402
 from optim import lr_at  # noqa: E402
 from scripts.bench_attention import bench_attention  # noqa: E402
+from scripts.bench_profile import profile, synchronize  # noqa: E402
 from trainer import Trainer  # noqa: E402
 
 # Training variants: name -> config overrides. "eager" is the baseline.
@@ -48,6 +49,8 @@ VARIANTS = {
     "compile_b16": {"compile": True, "batch_size": 16},
     "compile_b32": {"compile": True, "batch_size": 32},
     "compile_b64": {"compile": True, "batch_size": 64},
+    # The decoder's head shape: 8 heads of 128 instead of the config's (4 of 256 by default).
+    "compile_h8": {"compile": True, "decoder_n_head": 8},
     "eager_fp32": {"compile": False, "dtype": "fp32"},
 }
 
@@ -92,11 +95,6 @@ def device_record(device: torch.device, cfg_path: str) -> dict:
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps: int,
                 peak_tflops: float, profile_steps: int = 0) -> dict:
     """Time `steps` optimizer steps after `warmup` (default: one epoch). The warm-up compiles,
@@ -116,16 +114,21 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
         trainer.step(batches, lr_at(step, cfg))
         synchronize(device)  # so the bar shows each step's time, compilation included
     warmup_s, useful, padded = time.time() - t_compile, 0, 0
+    marks = StepMarks(device, steps)
     start = time.time()
     for step in range(warmup, warmup + steps):
+        marks.record()
         out = trainer.step(batches, lr_at(step, cfg))
         useful, padded = useful + out.useful_frames, padded + out.padded_frames
+    marks.record()
     synchronize(device)
     seconds = time.time() - start
+    profiled = {}
     if profile_steps:
         count = iter(range(warmup + steps, warmup + steps + profile_steps))
-        profile(lambda: trainer.step(batches, lr_at(next(count), cfg)), profile_steps, device,
-                f"train {cfg.optimizer} compile={cfg.compile} batch={cfg.batch_size}")
+        profiled = profile(lambda: trainer.step(batches, lr_at(next(count), cfg)), profile_steps,
+                           device, f"train {cfg.optimizer} compile={cfg.compile} "
+                                   f"batch={cfg.batch_size} heads={cfg.decoder_n_head}")
     useful = float(useful)
     lengths = dataset.n_frames[rows]
     text_tokens = float(np.mean([len(t.encode()) + 1 for t in dataset.texts]))
@@ -137,59 +140,60 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
             "mfu": round(tflops / peak_tflops, 4), "warmup_s": round(warmup_s, 1),
             "utterances_per_step": cfg.batch_size * trainer.accum,
             "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            if device.type == "cuda" else None}
+            if device.type == "cuda" else None, **marks.spread(), **profiled}
 
 
-def profile(run_once, times: int, device, label: str) -> None:
-    """Where the time goes: the top operators by GPU time and by CPU time, and how busy the GPU
-    was (a GPU idle between kernels means the CPU cannot launch them fast enough)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch_profile(activities=activities) as prof:
-        start = time.time()
-        for _ in range(times):
-            run_once()
-        synchronize(device)
-        wall_us = (time.time() - start) * 1e6
-    events = prof.key_averages()
-    sorts = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])
-    for sort in sorts:
-        print(f"profile {label}: top by {sort}\n" + events.table(
-            sort_by=sort, row_limit=15, max_name_column_width=60), flush=True)
-    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
-               and not e.is_user_annotation]  # an annotation spans kernels counted already
-    by_category = {}
-    for e in kernels:
-        category = kernel_category(e.key)
-        by_category[category] = by_category.get(category, 0) + e.self_device_time_total
-    busy = sum(by_category.values()) / wall_us
-    print(f"profile {label}: {wall_us / times / 1e3:.1f} ms per call, GPU busy {busy:.0%}; "
-          "kernel ms per call: " + ", ".join(f"{k} {v / times / 1e3:.1f}" for k, v in
-                                             sorted(by_category.items(), key=lambda kv: -kv[1])))
+class StepMarks:
+    """A CUDA event on the stream at each timed step's start: the intervals between them are
+    each step's span on the GPU's timeline, idle gaps included, without a sync in the loop. A
+    median well under the mean says a few steps stall (a new shape's first kernel plan)."""
+
+    def __init__(self, device, steps: int):
+        cuda = device.type == "cuda"
+        event = lambda: torch.cuda.Event(enable_timing=True)
+        self.events = [event() for _ in range(steps + 1)] if cuda else []
+        self.next = 0
+
+    def record(self) -> None:
+        if self.events:
+            self.events[self.next].record()
+            self.next += 1
+
+    def spread(self) -> dict:
+        """After a sync: median, 90th percentile and max step ms (none on a CPU)."""
+        if not self.events:
+            return {}
+        ms = [a.elapsed_time(b) for a, b in zip(self.events, self.events[1:])]
+        return {"step_ms_median": round(float(np.median(ms)), 2),
+                "step_ms_p90": round(float(np.percentile(ms, 90)), 2),
+                "step_ms_max": round(max(ms), 2)}
 
 
-def kernel_category(name: str) -> str:
-    """Which kind of work a GPU kernel does, from its name (cuBLAS, cuDNN and Triton names).
-    Triton kernels are all elementwise here, even those named after the attention call whose
-    inputs they lay out."""
-    name = name.lower()
-    if name.startswith("triton"):
-        return "fused elementwise"
-    if any(key in name for key in ("sdpa", "fmha", "flash", "attention")):
-        return "attention"
-    return "matmul/conv" if any(key in name for key in ("gemm", "nvjet", "xmma", "cutlass",
-                                                         "conv")) else "other"
+def loss_curve(cfg, dataset: PreparedDataset, device, steps: int) -> dict:
+    """The flow loss of the first `steps` optimizer steps of a fresh run (cfg.seed: the same
+    weights and batches for every code version), read once at the end: two versions of the
+    code that compute the same function give curves within bf16 noise of each other."""
+    trainer = Trainer(cfg, dataset, 1, device)
+    trainer.wrap()
+    batches = BatchStream(dataset, list(range(len(dataset))), cfg).iterate(0, 0)
+    losses = [trainer.step(batches, lr_at(step, cfg)).flow_loss for step in range(steps)]
+    return {"mode": "losses", "steps": steps, "flow_loss": torch.stack(losses).tolist()}
+
+
+VOCODER_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: float,
-                 seconds: float, repeats: int, device, profile_calls: int = 0) -> dict:
-    """RTF of sampling `batch` prompts of `seconds` each (oracle length: no duration noise)."""
+                 seconds: float, repeats: int, device, profile_calls: int = 0,
+                 vocoder_dtype: str = "fp32") -> dict:
+    """RTF of sampling `batch` prompts of `seconds` each (oracle length: no duration noise).
+    vocoder_dtype fp16/bf16: the vocoder runs under that autocast (its weights stay fp32)."""
     texts = ["Printing, in the only sense with which we are at present concerned."] * batch
     frames = [int(seconds * audio.FRAMES_PER_SECOND)] * batch
 
     def run():
         mel, _ = model.sample(texts, steps=steps, cfg_scale=cfg_scale, n_frames=frames)
-        return vocoder(mel.transpose(1, 2)) if vocoder is not None else mel
+        return vocode(vocoder, mel, vocoder_dtype, device) if vocoder is not None else mel
 
     for _ in range(2):  # warm-up: compilation, cuDNN autotuning
         run()
@@ -203,7 +207,25 @@ def bench_sample(model: FlowTTS, vocoder, batch: int, steps: int, cfg_scale: flo
         profile(run, profile_calls, device, f"sample batch={batch} steps={steps}")
     return {"mode": "sample", "batch": batch, "steps": steps, "cfg_scale": cfg_scale,
             "vocoder": vocoder.name if vocoder is not None else "none",
+            "vocoder_dtype": vocoder_dtype if vocoder is not None else None,
             "rtf": round(rtf, 5), "x_real_time": round(1 / rtf, 1)}
+
+
+def vocode(vocoder, mel: torch.Tensor, dtype: str, device) -> torch.Tensor:
+    """mel (b, n, m) -> audio (b, s) on the CPU, the vocoder under autocast to `dtype`."""
+    with torch.autocast(device.type, dtype=VOCODER_DTYPES[dtype] or torch.float32,
+                        enabled=VOCODER_DTYPES[dtype] is not None):
+        return vocoder(mel.transpose(1, 2))
+
+
+def vocoder_error(model: FlowTTS, vocoder, dtype: str, device) -> dict:
+    """How far the vocoder's audio under autocast `dtype` is from its fp32 audio, on one
+    sampled mel: relative L2 error of the waveform (what faster vocoding costs in fidelity)."""
+    mel, _ = model.sample(["Printing, in the only sense with which we are at present "
+                           "concerned."], steps=8, n_frames=[int(6.57 * audio.FRAMES_PER_SECOND)])
+    reference, fast = vocode(vocoder, mel, "fp32", device), vocode(vocoder, mel, dtype, device)
+    return {"mode": "vocoder_error", "vocoder": vocoder.name, "vocoder_dtype": dtype,
+            "wav_rel_l2": float(f"{((fast - reference).norm() / reference.norm()).item():.2e}")}
 
 
 def variant_names(text: str) -> list[str]:
@@ -212,6 +234,15 @@ def variant_names(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(map(repr, unknown))}; "
                                          f"choose from {', '.join(VARIANTS)}")
+    return text.split(",")
+
+
+def vocoder_dtypes(text: str) -> list[str]:
+    """--vocoder_dtypes: a comma list of VOCODER_DTYPES' names."""
+    unknown = [name for name in text.split(",") if name not in VOCODER_DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown vocoder dtype(s) {', '.join(unknown)}; "
+                                         f"choose from {', '.join(VOCODER_DTYPES)}")
     return text.split(",")
 
 
@@ -230,6 +261,9 @@ def parse_args():
     parser.add_argument("--utterances", type=positive, default=2048)
     parser.add_argument("--texts", default=os.path.join(REPO, "..", "shared", "data",
                                                          "ljspeech_text", "metadata.csv"))
+    parser.add_argument("--loss_steps", type=count, default=0,
+                        help="also record each variant's flow loss over this many steps of a "
+                             "fresh run (same seed), to overlay two versions of the code")
     parser.add_argument("--profile", type=count, default=0,
                         help="profile this many training steps of each variant, and this many "
                              "samplings (with the vocoder) of each batch and NFE")
@@ -238,6 +272,8 @@ def parse_args():
     parser.add_argument("--sample_batches", type=checks.flag(checks.POSITIVE_COUNT, many=True),
                         default="1,32")
     parser.add_argument("--vocoder", default="hifigan")
+    parser.add_argument("--vocoder_dtypes", type=vocoder_dtypes, default="fp32",
+                        help="a comma list of fp32, fp16, bf16: the vocoder under that autocast")
     parser.add_argument("--sample_weights", default="bf16", choices=("bf16", "fp32", "fp32,bf16"),
                         help="decoder Linear weights when sampling on a GPU (bf16: as sample.py)")
     parser.add_argument("--peak_tflops", type=checks.flag(checks.Limit(float, 0, low_open=True)),
@@ -259,17 +295,21 @@ def train_records(args, base, device, root: str):
     for name in args.variants:
         cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
                                       "out_dir": root}, f"variant {name}")
-        yield {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
-               "optimizer": cfg.optimizer, "cache_text_features": cfg.cache_text_features,
-               "bucket_batches": cfg.bucket_batches,
-               **bench_train(cfg, dataset, device, args.warmup, args.steps, args.peak_tflops,
-                             args.profile)}
+        about = {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
+                 "optimizer": cfg.optimizer, "decoder_n_head": cfg.decoder_n_head,
+                 "cache_text_features": cfg.cache_text_features,
+                 "bucket_batches": cfg.bucket_batches}
+        yield {**about, **bench_train(cfg, dataset, device, args.warmup, args.steps,
+                                      args.peak_tflops, args.profile)}
+        if args.loss_steps:
+            yield {**about, **loss_curve(cfg, dataset, device, args.loss_steps)}
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
 
 def sample_records(args, base, device):
-    """One record per decoder weight type x batch x NFE x (mel only, with the vocoder)."""
+    """The sampling records: for each decoder weights, the vocoder's error under each autocast
+    dtype, then for each batch and NFE the RTF mel only and with the vocoder in each dtype."""
     cfg = config_lib.apply(base, {"mel_mean": -5.5, "mel_std": 2.0}, "sampling")
     vocoder = audio.load_vocoder(args.vocoder, str(device))
     for weights in args.sample_weights.split(","):
@@ -279,13 +319,17 @@ def sample_records(args, base, device):
             model.bf16_decoder_weights()  # as checkpoint.model_from_checkpoint does
         if cfg.compile:
             model.compile_decoder(sampling=True)
+        about = {"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32"}
+        for dtype in args.vocoder_dtypes:
+            if dtype != "fp32" and vocoder.name != "griffinlim":
+                yield {**about, **vocoder_error(model, vocoder, dtype, device)}
         for batch in args.sample_batches:
             for steps in args.sample_steps:
-                for voc in (None, vocoder):
+                runs = [(None, "fp32")] + [(vocoder, dtype) for dtype in args.vocoder_dtypes]
+                for voc, dtype in runs:
                     profile_calls = args.profile if voc is not None else 0
-                    yield {"compile": cfg.compile, "decoder_weights": "bf16" if cast else "fp32",
-                           **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
-                                          profile_calls)}
+                    yield {**about, **bench_sample(model, voc, batch, steps, 2.0, 6.57, 3, device,
+                                                   profile_calls, dtype)}
 
 
 def main() -> None:

@@ -1,5 +1,9 @@
-"""scripts/bench.py on CPU: the training benchmark warms up over one epoch before it times,
-and its profile sorts GPU kernels by the work they do."""
+"""scripts/bench.py on CPU: the training benchmark warms up over one epoch before it times, its
+profile sorts GPU kernels by the work they do, its loss curves replay a seed, and its vocoder
+runs under the autocast asked for."""
+import argparse
+
+import pytest
 import torch
 
 import config as config_lib
@@ -31,10 +35,48 @@ def test_training_bench_warms_up_one_epoch_of_optimizer_steps(tiny_overrides, tm
 
 
 def test_profile_sorts_kernels_by_the_work_they_do():
-    category = load_script("bench").kernel_category
+    category = load_script("bench_profile").kernel_category
     assert category("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16") == "attention"
     assert category("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT") == "matmul/conv"
     assert category("sm80_xmma_gemm_f32f32_f32f32_f32_tn_n_tilesize128x64x8") == "matmul/conv"
     assert category("triton_poi_fused__scaled_dot_product_cudnn_attention__to_copy_3") == \
         "fused elementwise"
     assert category("void at::native::vectorized_elementwise_kernel<4>") == "other"
+
+
+def test_loss_curve_replays_the_same_run_for_the_same_seed(tiny_overrides, tmp_path):
+    """--loss_steps overlays two versions of the code: on one version the curve must be the
+    same number for number, so any difference between versions comes from the code."""
+    bench = load_script("bench")
+    dataset = PreparedDataset(bench.synthetic_dataset(
+        str(tmp_path), bench.ljspeech_texts(None, 16, seed=0), seed=0))
+    overrides = {**tiny_overrides, "batch_size": 4, "effective_batch_size": 4,
+                 "mel_mean": -5.5, "mel_std": 2.0}
+    curve = lambda seed: bench.loss_curve(config_lib.load_config(None, {**overrides, "seed": seed}),
+                                          dataset, torch.device("cpu"), 4)["flow_loss"]
+    first, again, other_seed = curve(0), curve(0), curve(1)
+    assert len(first) == 4 and all(0 < loss < 10 for loss in first)
+    assert first == again
+    assert first != other_seed
+
+
+def test_vocoder_dtypes_run_the_vocoder_under_that_autocast_only():
+    bench = load_script("bench")
+    seen = []
+
+    class Recorder:
+        name = "recorder"
+
+        def __call__(self, mel):  # (b, m, n), as audio.Vocoder takes it
+            seen.append((tuple(mel.shape), torch.is_autocast_enabled("cpu"),
+                         torch.get_autocast_dtype("cpu")))
+            return mel.sum(1)
+
+    mel = torch.randn(2, 10, 80)  # (b, n, m), as the sampler returns it
+    for dtype in ("bf16", "fp32"):
+        bench.vocode(Recorder(), mel, dtype, torch.device("cpu"))
+    assert seen[0] == ((2, 80, 10), True, torch.bfloat16)
+    assert seen[1][:2] == ((2, 80, 10), False)  # fp32: no autocast at all
+    assert bench.vocoder_dtypes("fp32,fp16") == ["fp32", "fp16"]
+    with pytest.raises(argparse.ArgumentTypeError, match="fp8"):
+        bench.vocoder_dtypes("fp32,fp8")

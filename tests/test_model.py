@@ -1,9 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 import config
 from data import Collate, PreparedDataset, TextFeatureCache
-from model import FlowTTS, decoder_flops_per_frame
+from model import Attention, FlowTTS, decoder_flops_per_frame, rope_rotation
 from tokenizer import tokenize
 
 
@@ -142,3 +143,51 @@ def test_bf16_decoder_weights_match_autocast_exactly(tiny):
     assert model.decoder.blocks[0].mlp.fc.weight.dtype == torch.bfloat16
     assert model.decoder.blocks[0].self_norm.weight.dtype == torch.float32  # norms stay fp32
     assert torch.equal(reference, cast_once)
+
+
+def plain_attention(attn, x, memory, key_mask, q_angles, k_angles):
+    """model.Attention written the plain way: separate q and kv projections, heads moved to dim 1
+    first, and RoPE as a complex rotation of (x[2i], x[2i+1]) by e^(i angle)."""
+    b, n, d = x.shape
+    heads = lambda y: y.view(b, y.shape[1], attn.n_head, -1).transpose(1, 2)
+    rotate = lambda y, angles: torch.view_as_real(
+        torch.view_as_complex(y.unflatten(-1, (-1, 2)).contiguous())
+        * torch.polar(torch.ones_like(angles), angles)).flatten(-2)
+    k, v = attn.kv(memory).chunk(2, dim=-1)
+    y = F.scaled_dot_product_attention(rotate(heads(attn.q(x)), q_angles),
+                                       rotate(heads(k), k_angles), heads(v),
+                                       attn_mask=key_mask[:, None, None, :])
+    return attn.proj(y.transpose(1, 2).reshape(b, n, d))
+
+
+@pytest.mark.parametrize("is_self", [True, False])
+def test_attention_computes_the_plain_function_with_the_seed_parameters(is_self):
+    """Self-attention's one q/k/v matmul and RoPE in (b, n, heads, head_dim) order give the
+    plain form's outputs and gradients; the parameters keep the seed's names and shapes, so
+    older checkpoints load and Muon orthogonalizes the same matrices."""
+    torch.manual_seed(0)
+    d, heads, b, n, s = 32, 4, 2, 12, 7
+    attn = Attention(d, heads, 0.0, is_self=is_self)
+    assert {k: tuple(v.shape) for k, v in attn.state_dict().items()} == {
+        "q.weight": (d, d), "kv.weight": (2 * d, d), "proj.weight": (d, d)}
+    x = torch.randn(b, n, d, requires_grad=True)
+    memory = x if is_self else torch.randn(b, s, d)
+    keys = memory.shape[1]
+    key_mask = torch.arange(keys)[None] < torch.tensor([[keys], [keys - 3]])
+    positions = torch.rand(b, max(n, keys)) * 50
+    head_dim = d // heads
+    rotation = lambda m: rope_rotation(positions[:, :m], head_dim, 1e4)
+    inv_freq = 1e4 ** (-torch.arange(0, head_dim, 2) / head_dim)
+    angles = lambda m: (positions[:, :m, None] * inv_freq)[:, None]  # (b, 1, m, head_dim / 2)
+    grad_out = torch.randn(b, n, d)
+    results = []
+    for forward in (lambda: attn(x, memory, key_mask, rotation(n), rotation(keys)),
+                    lambda: plain_attention(attn, x, memory, key_mask, angles(n), angles(keys))):
+        attn.zero_grad()
+        x.grad = None
+        out = forward()
+        out.backward(grad_out)
+        results.append([out, x.grad, attn.q.weight.grad, attn.kv.weight.grad])
+    for fast, plain in zip(*results):
+        assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-4)
+    assert results[0][0].abs().mean() > 0.01  # a real output, not zeros on both sides
