@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -228,22 +229,15 @@ def vocoder_error(model: FlowTTS, vocoder, dtype: str, device) -> dict:
             "wav_rel_l2": float(f"{((fast - reference).norm() / reference.norm()).item():.2e}")}
 
 
-def variant_names(text: str) -> list[str]:
-    """--variants: a comma list of VARIANTS' names."""
-    unknown = [name for name in text.split(",") if name not in VARIANTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(map(repr, unknown))}; "
-                                         f"choose from {', '.join(VARIANTS)}")
-    return text.split(",")
-
-
-def vocoder_dtypes(text: str) -> list[str]:
-    """--vocoder_dtypes: a comma list of VOCODER_DTYPES' names."""
-    unknown = [name for name in text.split(",") if name not in VOCODER_DTYPES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown vocoder dtype(s) {', '.join(unknown)}; "
-                                         f"choose from {', '.join(VOCODER_DTYPES)}")
-    return text.split(",")
+def comma_list(what: str, choices) -> Callable[[str], list[str]]:
+    """An argparse type: a comma list of names from `choices` (`what` names them in errors)."""
+    def parse(text: str) -> list[str]:
+        unknown = [name for name in text.split(",") if name not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(map(repr, unknown))}; "
+                                             f"choose from {', '.join(choices)}")
+        return text.split(",")
+    return parse
 
 
 def parse_args():
@@ -254,7 +248,7 @@ def parse_args():
     parser.add_argument("--out", required=True, help="JSONL file to append records to")
     parser.add_argument("--mode", choices=("train", "sample", "all", "attention"), default="all",
                         help="all: train and sample; attention: its kernels alone (GPU)")
-    parser.add_argument("--variants", type=variant_names, default="eager,compile")
+    parser.add_argument("--variants", type=comma_list("variant(s)", VARIANTS), default="eager,compile")
     parser.add_argument("--steps", type=positive, default=20)
     parser.add_argument("--warmup", type=count, default=None,
                         help="training steps before timing (default: one epoch)")
@@ -272,7 +266,8 @@ def parse_args():
     parser.add_argument("--sample_batches", type=checks.flag(checks.POSITIVE_COUNT, many=True),
                         default="1,32")
     parser.add_argument("--vocoder", default="hifigan")
-    parser.add_argument("--vocoder_dtypes", type=vocoder_dtypes, default="fp32",
+    parser.add_argument("--vocoder_dtypes", type=comma_list("vocoder dtype(s)", VOCODER_DTYPES),
+                        default="fp32",
                         help="a comma list of fp32, fp16, bf16: the vocoder under that autocast")
     parser.add_argument("--sample_weights", default="bf16", choices=("bf16", "fp32", "fp32,bf16"),
                         help="decoder Linear weights when sampling on a GPU (bf16: as sample.py)")

@@ -77,6 +77,7 @@ def test_vocoder_dtypes_run_the_vocoder_under_that_autocast_only():
         bench.vocode(Recorder(), mel, dtype, torch.device("cpu"))
     assert seen[0] == ((2, 80, 10), True, torch.bfloat16)
     assert seen[1][:2] == ((2, 80, 10), False)  # fp32: no autocast at all
-    assert bench.vocoder_dtypes("fp32,fp16") == ["fp32", "fp16"]
-    with pytest.raises(argparse.ArgumentTypeError, match="fp8"):
-        bench.vocoder_dtypes("fp32,fp8")
+    dtypes = bench.comma_list("vocoder dtype(s)", bench.VOCODER_DTYPES)
+    assert dtypes("fp32,fp16") == ["fp32", "fp16"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown vocoder dtype.s. 'fp8'"):
+        dtypes("fp32,fp8")
