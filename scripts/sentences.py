@@ -150,18 +150,20 @@ def _clause(r: random.Random, depth: int = 0) -> str:
     return f"{who} {verb} {_clause(r, depth + 1)}"
 
 
+# The question forms, each drawing its words left to right: (r, who, base verb) -> question.
+QUESTION_FORMS = (
+    lambda r, who, base: f"did {who} {base} {_thing(r)}" + _maybe(r, 0.6, _place),
+    lambda r, who, base: f"{r.choice(['why', 'where', 'when'])} did {who} {base} {_thing(r)}",
+    lambda r, who, base: f"how many {_plural(r.choice(THINGS))} did {who} {base} "
+                         f"{r.choice(TIMES)}",
+    lambda r, who, base: f"was {who} {r.choice(PERSON_ADJ)} when {_clause(r, 1)}",
+    lambda r, who, base: f"who {r.choice(TRANSITIVE)[1]} {_thing(r)} {_place(r)}",
+)
+
+
 def _question(r: random.Random) -> str:
     who, (base, _) = _person(r), r.choice(TRANSITIVE)
-    form = r.randrange(5)
-    if form == 0:
-        return f"did {who} {base} {_thing(r)}" + _maybe(r, 0.6, _place)
-    if form == 1:
-        return f"{r.choice(['why', 'where', 'when'])} did {who} {base} {_thing(r)}"
-    if form == 2:
-        return f"how many {_plural(r.choice(THINGS))} did {who} {base} {r.choice(TIMES)}"
-    if form == 3:
-        return f"was {who} {r.choice(PERSON_ADJ)} when {_clause(r, 1)}"
-    return f"who {r.choice(TRANSITIVE)[1]} {_thing(r)} {_place(r)}"
+    return QUESTION_FORMS[r.randrange(len(QUESTION_FORMS))](r, who, base)
 
 
 def _sentence(r: random.Random) -> str:
