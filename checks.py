@@ -124,6 +124,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def add_utterance_choice(parser: argparse.ArgumentParser, split: str, n: int,
+                         n_help: str) -> None:
+    """--data_dir, --n and --split: which utterances of a prepared dataset a script draws."""
+    parser.add_argument("--data_dir", required=True, help="prepared dataset")
+    parser.add_argument("--n", type=flag(POSITIVE_COUNT), default=n, help=n_help)
+    parser.add_argument("--split", default=split)
+
+
 def cut_to_limits(cfg, prompts: list[tuple[str, str]], frames: list[int] | None) -> list[dict]:
     """What sampling cut to a model's limits (cfg: its TrainConfig), said in one `note:` line
     on stderr each and returned as records {id, cut, limit, value, note}:

@@ -66,11 +66,8 @@ def draw_grid(path: str, grid: dict) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_dir", required=True, help="prepared dataset")
+    checks.add_utterance_choice(parser, "train", 6, "utterances, evenly spaced over the split")
     parser.add_argument("--out", required=True, help="PNG to write (and .json beside it)")
-    parser.add_argument("--n", type=checks.flag(checks.POSITIVE_COUNT), default=6,
-                        help="utterances, evenly spaced over the split")
-    parser.add_argument("--split", default="train")
     parser.add_argument("--silence_prob", type=checks.flag(checks.FRACTION), default=0.0)
     parser.add_argument("--seed", type=checks.flag(checks.SEED),
                         default=config_lib.TrainConfig.seed)

@@ -61,11 +61,8 @@ def draw_samples(model, dataset, rows, out_dir, steps, cfg_scale, seed) -> list[
 def parse_args(argv=None) -> argparse.Namespace:
     parser = checks.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint file (a run's latest.pt)")
-    parser.add_argument("--data_dir", required=True, help="prepared dataset")
+    checks.add_utterance_choice(parser, "val", 4, "utterances to sample and draw")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--n", type=checks.flag(checks.POSITIVE_COUNT), default=4,
-                        help="utterances to sample and draw")
-    parser.add_argument("--split", default="val")
     parser.add_argument("--steps", type=checks.flag(checks.STEPS), default=16)
     parser.add_argument("--cfg_scale", type=checks.flag(checks.CFG_SCALE), default=2.0)
     parser.add_argument("--seed", type=checks.flag(checks.SEED), default=0)
