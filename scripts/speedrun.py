@@ -88,8 +88,8 @@ def floors(data_dir: str, out_dir: str, protocol=PROTOCOL) -> dict:
         rows = evaluator.evenly_spaced(dataset.rows(split, 10 ** 9, 10 ** 9), n)
         if not rows:
             raise BenchmarkError(f"{data_dir}: no {split} utterances")
-        result[split] = {name: split_floor(dataset, rows, name, os.path.join(out_dir, split, name),
-                                           protocol)
+        split_dir = os.path.join(out_dir, split)
+        result[split] = {name: split_floor(dataset, rows, name, split_dir, protocol)
                          for name in FLOOR_VOCODERS}
     with open(os.path.join(out_dir, "floors.json"), "w") as f:
         json.dump({"protocol": protocol.as_dict(), "data_dir": os.path.abspath(data_dir),
@@ -97,12 +97,14 @@ def floors(data_dir: str, out_dir: str, protocol=PROTOCOL) -> dict:
     return result
 
 
-def split_floor(dataset, rows: list[int], vocoder_name: str, folder: str, protocol) -> dict:
-    """{whisper: corpus WER} of these utterances' own mels through one vocoder."""
+def split_floor(dataset, rows: list[int], vocoder_name: str, split_dir: str, protocol) -> dict:
+    """{whisper: corpus WER} of these utterances' own mels through one vocoder; transcripts in
+    SPLIT_DIR/<vocoder>/<whisper>.jsonl."""
     import audio
     import evaluator
     import torch
     from asr import load_asr
+    folder = os.path.join(split_dir, vocoder_name)
     prompts = [(dataset.ids[r], dataset.texts[r]) for r in rows]
     heard = {model: cached_hypotheses(os.path.join(folder, f"{model}.jsonl"), prompts)
              for model in FLOOR_ASRS}
@@ -113,18 +115,15 @@ def split_floor(dataset, rows: list[int], vocoder_name: str, folder: str, protoc
                 for r in rows]
     wers = {}
     for model in FLOOR_ASRS:
-        asr_name = f"{protocol.asr}:{model}"
         if heard[model] is None:
-            asr = load_asr(protocol.asr, model)
-            asr_name = asr.name
-            heard[model] = asr.transcribe(wavs)
+            heard[model] = load_asr(protocol.asr, model).transcribe(wavs)
         scored, corpus = evaluator.score(prompts, heard[model])
         wers[model] = corpus["wer"]
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"{model}.jsonl"), "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in scored)
-        print(f"floor {os.path.basename(os.path.dirname(folder))} ({len(rows)}) {vocoder_name} "
-              f"{asr_name}: {100 * corpus['wer']:.2f}%")
+        print(f"floor {os.path.basename(split_dir)} ({len(rows)}) {vocoder_name} "
+              f"{protocol.asr}:{model}: {100 * corpus['wer']:.2f}%")
     return wers
 
 
