@@ -18,6 +18,11 @@ shift $(( $# < 3 ? $# : 3 ))
 text_src=${LJSPEECH_TEXT:-../shared/data/ljspeech_text}
 workers=$(nproc)
 mkdir -p "$out"
+encoder_pid=
+if [ ! -d "$out/byt5-small-random" ]; then  # a few CPU seconds, made beside the corpus
+  python scripts/make_random_encoder.py --size small --out "$out/byt5-small-random" &
+  encoder_pid=$!
+fi
 [ -f "$out/text/metadata.csv" ] ||
   python scripts/speedrun.py text --ljspeech_text "$text_src" --out "$out/text"
 [ -d "$out/corpus" ] ||
@@ -27,8 +32,7 @@ mkdir -p "$out"
 [ -d "$out/data" ] ||
   python scripts/prepare_ljspeech.py --src "$out/corpus" --out "$out/data" \
     --split_file "$out/corpus/splits.tsv" --workers "$workers"
-[ -d "$out/byt5-small-random" ] ||
-  python scripts/make_random_encoder.py --size small --out "$out/byt5-small-random"
+[ -z "$encoder_pid" ] || wait "$encoder_pid"
 case $recipe in
   speedrun) recipe_args=(--config configs/speedrun.yaml) ;;
   seed) recipe_args=(--config configs/ljspeech.yaml --compile false --cache_text_features false
