@@ -1,10 +1,11 @@
-"""The speedrun's steps around training: the benchmark's text, its floors, and a run's record.
+"""The speedrun's steps around training: the benchmark's text, its floors, a run's record and samples.
 
     python scripts/speedrun.py text --ljspeech_text ../shared/data/ljspeech_text --out DIR
     python scripts/speedrun.py overrides          # the protocol's --key value pairs for train.py
     python scripts/speedrun.py floor --data_dir HELDOUT --out DIR
     python scripts/speedrun.py record RUN --floors DIR/floors.json --name NAME --recipe R \
         [--records docs/records --run_command "..." --commit C --scored_only]
+    python scripts/speedrun.py samples RUN --step N --name NAME [--out docs/samples --n 4]
 
 `record` scores a finished run the protocol's way (benchmark.py) on a CPU: the val mels kept at
 every evaluation, in training-time order, then the test mels of the first evaluation at or
@@ -278,6 +279,35 @@ def all_curves(records_dir: str) -> dict[str, list[dict]]:
     return curves
 
 
+def publish_samples(run_dir: str, step: int, name: str, out_dir: str, n: int = 4,
+                    protocol=PROTOCOL) -> float:
+    """n evenly spaced test utterances of one scored evaluation: OUT/<name>_step<N>_<id>.wav
+    (the protocol's vocoding, as scored) beside its prompt in a .txt of the same name; returns
+    Whisper tiny.en's corpus WER on them, the listener the samples are published for."""
+    import audio
+    import evaluator
+    from asr import load_asr
+    folder = os.path.join(run_dir, "eval", f"step_{step}", "test")
+    prompts, _, _ = evaluator.load_mels(os.path.join(folder, "mels.npz"))
+    chosen = evaluator.evenly_spaced(prompts, n)
+    missing = [pid for pid, _ in chosen
+               if not os.path.exists(os.path.join(folder, "scored", f"{pid}.wav"))]
+    if missing:
+        raise BenchmarkError(f"{folder}/scored/{missing[0]}.wav: missing; score the run first "
+                             "(scripts/speedrun.py record)")
+    os.makedirs(out_dir, exist_ok=True)
+    wavs = []
+    for pid, text in chosen:
+        stem = os.path.join(out_dir, f"{name}_step{step}_{pid}")
+        shutil.copyfile(os.path.join(folder, "scored", f"{pid}.wav"), f"{stem}.wav")
+        with open(f"{stem}.txt", "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        wavs.append(audio.load_wav(f"{stem}.wav"))
+    _, corpus = evaluator.score(chosen, load_asr(protocol.asr, "tiny.en").transcribe(wavs))
+    print(f"{len(chosen)} samples in {out_dir}: Whisper tiny.en WER {100 * corpus['wer']:.2f}%")
+    return corpus["wer"]
+
+
 # --- command line ------------------------------------------------------------------------------
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -301,6 +331,12 @@ def main(argv=None) -> int:
     rec.add_argument("--scored_only", action="store_true",
                      help="leave out the val points not scored yet (listed in the row as "
                           "points_unscored: the first time at the target may be among them)")
+    samples = sub.add_parser("samples", help="a scored run's test samples with their prompts")
+    samples.add_argument("run_dir")
+    samples.add_argument("--step", type=int, required=True, help="the scored evaluation's step")
+    samples.add_argument("--name", required=True, help="the record's name: the files' prefix")
+    samples.add_argument("--out", default=os.path.join(REPO, "docs", "samples"))
+    samples.add_argument("--n", type=int, default=4)
     args = p.parse_args(argv)
     try:
         if args.command == "text":
@@ -309,6 +345,8 @@ def main(argv=None) -> int:
             print(" ".join(protocol_argv()))
         elif args.command == "floor":
             floors(args.data_dir, args.out)
+        elif args.command == "samples":
+            publish_samples(args.run_dir, args.step, args.name, args.out, args.n)
         else:
             record = make_record(args.run_dir, args.floors, args.name, args.recipe,
                                  args.run_command, commit=args.commit,

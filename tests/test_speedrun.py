@@ -86,6 +86,23 @@ def test_a_run_becomes_a_record_at_its_first_point_under_the_target(tiny_run, ti
     assert not os.path.exists(os.path.join(run, "eval", "step_7", "scored"))
 
 
+def test_samples_are_the_scored_test_wavs_with_their_prompts(tiny_run, tiny_asr, tmp_path):
+    run, floors, _ = tiny_run
+    easy = benchmark.Protocol(**{**TINY.as_dict(), "target_points": 1000.0})
+    record = speedrun.make_record(run, floors, "tiny_easy", "speedrun", "train.py ...", easy)
+    with pytest.raises(benchmark.BenchmarkError, match="step_7/test/scored/.*missing"):
+        speedrun.publish_samples(run, 7, "tiny", str(tmp_path), n=1, protocol=TINY)
+    wer = speedrun.publish_samples(run, 4, "tiny", str(tmp_path), n=1, protocol=TINY)
+    scored = os.path.join(run, "eval", "step_4", "test", "scored")
+    row = json.loads(open(os.path.join(scored, "wer.jsonl")).readline())
+    stem = tmp_path / f"tiny_step4_{row['id']}"
+    assert (stem.with_suffix(".txt")).read_text() == row["text"] + "\n"
+    assert stem.with_suffix(".wav").read_bytes() == open(os.path.join(scored, f"{row['id']}.wav"),
+                                                          "rb").read()
+    assert sorted(os.listdir(tmp_path)) == [f"{stem.name}.txt", f"{stem.name}.wav"]
+    assert wer == pytest.approx(record["wer_heldout"])  # the same wav, the same tiny.en
+
+
 def test_a_run_off_the_protocol_is_refused(tiny_run, tmp_path):
     run, _, _ = tiny_run
     with open(os.path.join(run, "config.yaml")) as f:
