@@ -45,7 +45,11 @@ cmd=(python train.py "${recipe_args[@]}" --data_dir "$out/data"
      --text_encoder_name "$out/byt5-small-random" --seed "$seed" --out_dir "$run"
      "${protocol[@]}" "$@")
 mkdir -p "$run"
-"${cmd[@]}" 2>&1 | tee "$run/train.log"
+# the clock counts compilation, so every run compiles cold: kernels an earlier run left in
+# Inductor's cache gave one record 50 s (docs/SPEEDRUN.md)
+cache=$(mktemp -d)
+trap 'rm -rf "$cache"' EXIT
+TORCHINDUCTOR_CACHE_DIR=$cache "${cmd[@]}" 2>&1 | tee "$run/train.log"
 record=(python scripts/speedrun.py record "$run" --floors "${FLOORS:-FLOORS.json}"
         --recipe "$recipe" --name "$(date +%F)_${recipe}_seed$seed" --run_command "${cmd[*]}")
 if [ -n "${FLOORS:-}" ] && python -c "import faster_whisper" 2>/dev/null; then
