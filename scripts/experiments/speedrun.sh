@@ -56,5 +56,7 @@ if [ -n "${FLOORS:-}" ] && python -c "import faster_whisper" 2>/dev/null; then
   "${record[@]}"
 else  # the GPU machine has no Whisper: score the kept mels on a CPU afterwards
   echo "to make the record (FLOORS: scripts/speedrun.py floor's floors.json), run:"
-  echo "  ${record[*]}"
+  printf '  '
+  printf '%q ' "${record[@]}"
+  echo
 fi
