@@ -1,4 +1,4 @@
-"""The speedrun's steps around training: the benchmark's text, its floors, a run's record and samples.
+"""The speedrun's steps around training: the benchmark's text, its floors, records and samples.
 
     python scripts/speedrun.py text --ljspeech_text ../shared/data/ljspeech_text --out DIR
     python scripts/speedrun.py overrides          # the protocol's --key value pairs for train.py
