@@ -19,9 +19,9 @@ The protocol (`PROTOCOL`): every `eval_interval_seconds` of training time (the c
 while it samples), sample val and test with the model's predicted durations, NFE Euler steps
 with classifier-free guidance and sway (noise seeded by the run's seed); vocode with HiFi-GAN
 V1; transcribe with Whisper through faster-whisper on the CPU (int8, one thread: evaluator.py
-says why); normalize both sides with evaluator.normalize_text; corpus WER = errors / reference words. The floor is the
-same pipeline on the voice's own mels (ground truth -> vocoder -> ASR), and the record's target
-is floor + `target_points`.
+says why); normalize both sides with evaluator.normalize_text; corpus WER = errors / reference
+words. The floor is the same pipeline on the voice's own mels (ground truth -> vocoder -> ASR),
+and the record's target is floor + `target_points`.
 """
 from __future__ import annotations
 
