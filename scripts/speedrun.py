@@ -29,6 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import benchmark  # noqa: E402
+import checks  # noqa: E402
 from benchmark import PROTOCOL, BenchmarkError  # noqa: E402
 from metric import read_metrics  # noqa: E402
 
@@ -333,10 +334,11 @@ def main(argv=None) -> int:
                           "points_unscored: the first time at the target may be among them)")
     samples = sub.add_parser("samples", help="a scored run's test samples with their prompts")
     samples.add_argument("run_dir")
-    samples.add_argument("--step", type=int, required=True, help="the scored evaluation's step")
+    samples.add_argument("--step", type=checks.flag(checks.COUNT), required=True,
+                         help="the scored evaluation's step")
     samples.add_argument("--name", required=True, help="the record's name: the files' prefix")
     samples.add_argument("--out", default=os.path.join(REPO, "docs", "samples"))
-    samples.add_argument("--n", type=int, default=4)
+    samples.add_argument("--n", type=checks.flag(checks.POSITIVE_COUNT), default=4)
     args = p.parse_args(argv)
     try:
         if args.command == "text":
