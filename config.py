@@ -82,6 +82,7 @@ class TrainConfig:
     warmup_steps: int = 500
     max_steps: int = 200000
     lr_schedule_steps: int = 0  # 0: schedule over max_steps
+    lr_schedule_seconds: float = 0.0  # >0: the cosine runs over this much training time instead
     max_epochs: int = 0  # >0: stop after this many passes over the training set
     max_train_seconds: float = 0.0  # >0: stop (and save) after this much training time
     grad_clip: float = 1.0
@@ -152,7 +153,8 @@ LIMITS = {
     "effective_batch_size": COUNT, "grad_accum_steps": POSITIVE_COUNT, "lr": Limit(float, 0),
     "min_lr": Limit(float, 0), "weight_decay": Limit(float, 0), "warmup_steps": COUNT,
     "max_steps": POSITIVE_COUNT, "lr_schedule_steps": COUNT, "max_epochs": COUNT,
-    "max_train_seconds": Limit(float, 0), "grad_clip": Limit(float, 0, low_open=True),
+    "lr_schedule_seconds": Limit(float, 0), "max_train_seconds": Limit(float, 0),
+    "grad_clip": Limit(float, 0, low_open=True),
     "max_bad_steps": POSITIVE_COUNT, "ema_decay": Limit(float, 0, 1, high_open=True),
     "seed": SEED, "log_interval": POSITIVE_COUNT, "val_interval": POSITIVE_COUNT,
     "save_interval": POSITIVE_COUNT, "keep_checkpoints": COUNT, "eval_interval": COUNT,
@@ -218,6 +220,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("config key 'eval_oracle_duration': needs eval_prompts overfit or val "
                           f"(true lengths are known only for the dataset's texts), got "
                           f"{cfg.eval_prompts!r}")
+    if cfg.lr_schedule_seconds and cfg.lr_schedule_steps:
+        raise ConfigError("config keys 'lr_schedule_steps'/'lr_schedule_seconds': set one (the "
+                          f"cosine runs over steps or over training time), got "
+                          f"{cfg.lr_schedule_steps}/{cfg.lr_schedule_seconds}")
     head_dim, rest = divmod(cfg.decoder_d_model, cfg.decoder_n_head)
     if rest or head_dim % 2:
         raise ConfigError(f"config keys 'decoder_d_model'/'decoder_n_head': {cfg.decoder_d_model}/"

@@ -69,14 +69,27 @@ def build_optimizers(model, cfg) -> list[torch.optim.Optimizer]:
             adamw([p for n, p in params if not use_muon(n, p)])]
 
 
-def lr_at(step: int, cfg) -> float:
+def lr_at(step: int, cfg, train_seconds: float = 0.0) -> float:
     """The lr of optimizer step `step` (from 0): linear warmup over warmup_steps, then a cosine
     from lr that reaches min_lr at the last step of lr_schedule_steps (train.py sets it to the
-    run's real length unless the config does), or constant."""
+    run's real length unless the config does), or constant.
+
+    With lr_schedule_seconds the cosine's clock is the training time instead: progress
+    p = train_seconds / lr_schedule_seconds from the first step, so a run bounded by time ends
+    its schedule at its budget however fast its steps are; the warmup ramp multiplies it,
+    lr_t = min(1, (step + 1) / warmup_steps) * (min_lr + (lr - min_lr) (1 + cos(pi p)) / 2)."""
+    if cfg.cosine_lr and cfg.lr_schedule_seconds:
+        warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        return warmup * cosine(cfg, train_seconds / cfg.lr_schedule_seconds)
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if not cfg.cosine_lr:
         return cfg.lr
     total = cfg.lr_schedule_steps or cfg.max_steps
-    progress = min(1.0, (step + 1 - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cosine(cfg, (step + 1 - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+
+
+def cosine(cfg, progress: float) -> float:
+    """lr at progress 0, min_lr at progress 1 and after."""
+    progress = min(1.0, progress)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))

@@ -48,13 +48,14 @@ def setup_distributed() -> tuple[int, int, torch.device]:
 
 def resolve_run_length(cfg, batches_per_epoch: int, accum: int):
     """cfg with max_steps the run's real length, min(max_steps, max_epochs x optimizer steps per
-    epoch), and lr_schedule_steps that length unless set (runs bounded by time set it: their
-    length is not known ahead). Every epoch has as many batches (data.global_batches)."""
+    epoch), and lr_schedule_steps that length unless set (or the schedule runs over
+    lr_schedule_seconds). Every epoch has as many batches (data.global_batches)."""
     steps = cfg.max_steps
     if cfg.max_epochs:
         steps = min(steps, math.ceil(cfg.max_epochs * batches_per_epoch / accum))
-    return config_lib.apply(cfg, {"max_steps": steps,
-                                  "lr_schedule_steps": cfg.lr_schedule_steps or steps}, "run length")
+    schedule_steps = 0 if cfg.lr_schedule_seconds else cfg.lr_schedule_steps or steps
+    return config_lib.apply(cfg, {"max_steps": steps, "lr_schedule_steps": schedule_steps},
+                            "run length")
 
 
 def describe_run(cfg, device, world_size: int, model: FlowTTS) -> dict:
@@ -70,6 +71,20 @@ def describe_run(cfg, device, world_size: int, model: FlowTTS) -> dict:
             "transformers": transformers.__version__, "python": sys.version.split()[0],
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "world_size": world_size, "parameters": model.parameter_counts()}
+
+
+def shared_clock(train_seconds: float, stop_reason: str, world_size: int,
+                 device) -> tuple[float, bool]:
+    """(training seconds, stop?), the same on every rank: the slowest rank's clock, which the
+    time budget and a seconds schedule follow (ranks with different lrs would drift apart),
+    and whether any rank was asked to stop."""
+    if world_size == 1:
+        return train_seconds, bool(stop_reason)
+    values = torch.tensor([train_seconds, float(bool(stop_reason))], dtype=torch.float64,
+                          device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    seconds, stop = values.tolist()
+    return seconds, bool(stop)
 
 
 def any_rank(local: bool, world_size: int, device) -> bool:
@@ -104,9 +119,10 @@ class StopFlag:
         return "stopped by a STOP file" if os.path.exists(self.stop_file) else ""
 
 
-def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
-    """Restore (step, epoch, position) from `resume` (a checkpoint named on the command line)
-    or else out_dir/latest.pt; with neither, start from init_from's weights or from scratch."""
+def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int, float]:
+    """Restore (step, epoch, position, training seconds) from `resume` (a checkpoint named on
+    the command line) or else out_dir/latest.pt; with neither, start from init_from's weights
+    or from scratch."""
     model, ema = trainer.model, trainer.ema
     state = checkpoint.load(cfg.resume) if cfg.resume else checkpoint.load_latest(cfg.out_dir)
     source = cfg.resume or os.path.join(cfg.out_dir, checkpoint.LATEST)
@@ -118,7 +134,7 @@ def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
             if ema is not None:
                 ema.load_state_dict(model.state_dict())
             log(f"initialised weights from {cfg.init_from} (step {init_state['step']})")
-        return 0, 0, 0
+        return 0, 0, 0, 0.0
     for change in checkpoint.check_compatible(state["config"], cfg):
         log(f"resuming with a changed setting: {change}")
     checkpoint.load_weights(model, state["model"], source)
@@ -130,15 +146,17 @@ def resume_or_init(trainer: Trainer, cfg, log) -> tuple[int, int, int]:
     if torch.cuda.is_available() and state.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(state["rng_cuda"])
     log(f"resumed from {source} at step {state['step']}")
-    return state["step"], state["epoch"], state["position"]
+    # checkpoints older than the seconds schedule have no clock: it restarts
+    return state["step"], state["epoch"], state["position"], state.get("train_seconds", 0.0)
 
 
-def save(trainer: Trainer, cfg, step: int, epoch: int, position: int) -> None:
+def save(trainer: Trainer, cfg, step: int, epoch: int, position: int,
+         train_seconds: float) -> None:
     ema = trainer.ema
     state = {"model": checkpoint.trainable_state(trainer.model),
              "optimizers": [opt.state_dict() for opt in trainer.optimizers],
              "ema": checkpoint.trainable_state(ema) if ema is not None else None,
-             "step": step, "epoch": epoch, "position": position,
+             "step": step, "epoch": epoch, "position": position, "train_seconds": train_seconds,
              "config": config_lib.as_dict(cfg), "rng_cpu": torch.get_rng_state(),
              "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     checkpoint.save(cfg.out_dir, state, cfg.keep_checkpoints)
@@ -188,9 +206,11 @@ def open_run(cfg, trainer: Trainer, step: int, master: bool, log, n_train: int,
                 **describe_run(cfg, trainer.device, trainer.world_size, trainer.model)}
         metrics.log(step, {"run": info, "train_utterances": n_train})
         log(f"run: {info}")
+        schedule = (f"{cfg.lr_schedule_seconds:g} s of training" if cfg.lr_schedule_seconds
+                    else f"{cfg.lr_schedule_steps} steps")
         log(f"data: {n_train} train / {n_val} val utterances, {trainer.accum} micro-batch(es) "
             f"of {cfg.batch_size} per step on {trainer.world_size} rank(s); {cfg.max_steps} "
-            f"steps, lr schedule over {cfg.lr_schedule_steps}")
+            f"steps, lr schedule over {schedule}")
     return metrics
 
 
@@ -220,10 +240,13 @@ class EvalSchedule:
     first step past each multiple of eval_interval_seconds of training time (every rank
     agrees). Rank 0 holds the evaluator; the other ranks wait for it."""
 
-    def __init__(self, trainer: Trainer, evaluator, metrics: MetricLogger):
+    def __init__(self, trainer: Trainer, evaluator, metrics: MetricLogger, train_seconds: float):
         self.cfg, self.trainer = trainer.cfg, trainer
         self.evaluator, self.metrics = evaluator, metrics
-        self.next_seconds = self.cfg.eval_interval_seconds
+        interval = self.cfg.eval_interval_seconds
+        self.next_seconds = 0.0
+        if interval:  # the first multiple past the clock: a resumed run's is not at 0
+            self.next_seconds = (math.floor(train_seconds / interval) + 1) * interval
         self.last_step = None  # of the latest evaluation
 
     def due(self, step: int, train_seconds: float) -> bool:
@@ -249,7 +272,7 @@ def finish(trainer: Trainer, step: int, epoch: int, position: int, train_seconds
     """Final save; a run that ended on its own also evaluates its final weights."""
     cfg = trainer.cfg
     if trainer.rank == 0:
-        save(trainer, cfg, step, epoch, position)
+        save(trainer, cfg, step, epoch, position, train_seconds)
         reason = stop()
         log(f"saved {cfg.out_dir}/latest.pt at step {step}" + (f" ({reason})" if reason else ""))
         if evals.evaluator is not None and evals.last_step != step and not reason:
@@ -272,16 +295,17 @@ def main(argv: list[str]) -> None:
     if master:
         checkpoint.make_run_dir(cfg.out_dir)
     trainer = Trainer(cfg, dataset, world_size, device, rank)
-    step, epoch, position = resume_or_init(trainer, cfg, log)
+    # train_seconds sums the steps only: the clock stops for checkpoints and evaluation
+    step, epoch, position, train_seconds = resume_or_init(trainer, cfg, log)
     trainer.wrap()
     metrics = open_run(cfg, trainer, step, master, log, len(train_rows), len(val_rows))
     evaluator = in_loop_evaluator(cfg, dataset, train_rows, val_rows) if master else None
-    evals = EvalSchedule(trainer, evaluator, metrics)
+    evals = EvalSchedule(trainer, evaluator, metrics, train_seconds)
     batches = stream.iterate(epoch, position)
     val_batches = validation_batches(dataset, val_rows, cfg)
     stop = StopFlag(cfg.out_dir)
-    window = LogWindow(cfg, world_size, device, log, metrics, dataset.n_frames.mean())
-    train_seconds = 0.0  # summed over steps only: the clock stops for checkpoints and evaluation
+    window = LogWindow(cfg, world_size, device, log, metrics, dataset.n_frames.mean(),
+                       train_seconds)
 
     # The loop: one optimizer step per iteration. Nothing in it waits for the device except
     # the finite check at log and save steps.
@@ -290,13 +314,13 @@ def main(argv: list[str]) -> None:
         # same step on every rank), when asked to, or out of time.
         if step >= cfg.max_steps:
             break
-        out_of_time = cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds
-        if any_rank(stop() or out_of_time, world_size, device):
+        train_seconds, stop_asked = shared_clock(train_seconds, stop(), world_size, device)
+        if stop_asked or cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds:
             break
 
         # Step: forward/backward through the DDP wrapper, clip, update.
         t_step = time.time()
-        out = trainer.step(batches, lr_at(step, cfg))
+        out = trainer.step(batches, lr_at(step, cfg, train_seconds))
         epoch, position = out.epoch, out.position
         window.add(out)
         step += 1
@@ -310,7 +334,7 @@ def main(argv: list[str]) -> None:
 
         # Checkpoint.
         if master and step % cfg.save_interval == 0:
-            save(trainer, cfg, step, epoch, position)
+            save(trainer, cfg, step, epoch, position, train_seconds)
 
         # Validate: the held-out flow loss.
         if master and val_batches and step % cfg.val_interval == 0:

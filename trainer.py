@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 import config as config_lib
 from data import PreparedDataset, TextFeatureCache
 from model import FlowTTS, LossResult, decoder_flops_per_frame
-from optim import build_optimizers, lr_at
+from optim import build_optimizers
 
 
 def grad_accum_steps(cfg, world_size: int) -> int:
@@ -44,6 +44,7 @@ class StepOutput:
     finite: torch.Tensor  # bool; False: the loss or gradient norm was not finite, gradient dropped
     epoch: int  # data position after the step
     position: int
+    lr: float
 
 
 class Trainer:
@@ -127,7 +128,7 @@ class Trainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         return StepOutput(result, flow_loss, grad_norm, frames, padded, utterances, finite, epoch,
-                          position)
+                          position, lr)
 
 
 class LogWindow:
@@ -135,7 +136,8 @@ class LogWindow:
     so a step never waits for it; `check_finite` (at log and save steps) reads which steps
     were dropped as non-finite, and `flush` writes the console line and the metrics record."""
 
-    def __init__(self, cfg, world_size: int, device, log, metrics, mean_frames: float):
+    def __init__(self, cfg, world_size: int, device, log, metrics, mean_frames: float,
+                 train_seconds: float = 0.0):
         self.cfg, self.world_size, self.log, self.metrics = cfg, world_size, log, metrics
         self.flops_per_frame = decoder_flops_per_frame(cfg, mean_frames, 100)["train"]
         self.loss_sum = torch.zeros((), device=device)  # flow loss of the finite steps
@@ -145,7 +147,7 @@ class LogWindow:
         self.unchecked = []  # finite flags (bool tensors) of the steps not checked yet
         self.updates = 0  # checked steps of this window whose gradient was applied
         self.bad_run = 0  # dropped steps in a row; carries over from window to window
-        self.flushed_at_seconds = 0.0  # training time at the last flush
+        self.flushed_at_seconds = train_seconds  # training time at the last flush (or start)
         self.last = None  # StepOutput of the newest step
 
     def add(self, out: StepOutput) -> None:
@@ -181,7 +183,7 @@ class LogWindow:
             dist.all_reduce(self.loss_sum)
             self.loss_sum /= self.world_size
         frames = self.useful_frames.item() * self.world_size
-        lr = lr_at(step - 1, cfg)
+        lr = out.lr
         loss = self.loss_sum.item() / self.updates if self.updates else float("nan")
         # The seed's names where it logged the same thing (docs/RESEARCH_WORKFLOW.md, section 5)
         values = {"train/loss": loss, "train/duration_loss": out.result.duration_loss.item(),

@@ -48,6 +48,13 @@ def test_bad_values_are_named(key, value, message):
     assert key in str(err.value) and message in str(err.value)
 
 
+def test_the_cosine_runs_over_steps_or_seconds_not_both():
+    with pytest.raises(ConfigError) as err:
+        config.load_config(None, {"lr_schedule_steps": 1000, "lr_schedule_seconds": 600})
+    assert "lr_schedule_seconds" in str(err.value) and "set one" in str(err.value)
+    assert config.load_config(None, {"lr_schedule_seconds": 600}).lr_schedule_seconds == 600.0
+
+
 def test_repo_configs_and_seed_style_yaml_load(tmp_path):
     full = config.load_config("configs/ljspeech.yaml")
     assert (full.decoder_d_model, full.decoder_n_layer, full.decoder_n_head) == (1024, 8, 4)

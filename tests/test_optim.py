@@ -49,6 +49,23 @@ def test_lr_schedule_warms_up_linearly_then_follows_the_cosine_to_min_lr():
     assert optim.lr_at(59, flat) == 1e-3
 
 
+def test_seconds_schedule_follows_the_training_clock_times_the_warmup_ramp():
+    cfg = config.load_config(None, {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 10,
+                                    "lr_schedule_seconds": 600, "max_steps": 100000})
+    # half way through the budget, cos(pi / 2) = 0: the midpoint, whatever the step
+    assert optim.lr_at(50, cfg, 300.0) == pytest.approx(5.5e-4)
+    assert optim.lr_at(5000, cfg, 300.0) == pytest.approx(5.5e-4)
+    quarter = 1e-4 + 0.5 * 9e-4 * (1 + math.cos(math.pi / 4))
+    assert optim.lr_at(50, cfg, 150.0) == pytest.approx(quarter)
+    # during the warmup the ramp scales the cosine: step 4 of 10 at 300 s
+    assert optim.lr_at(4, cfg, 300.0) == pytest.approx(0.5 * 5.5e-4)
+    assert optim.lr_at(0, cfg, 0.0) == pytest.approx(1e-4)
+    assert optim.lr_at(50, cfg, 600.0) == pytest.approx(1e-4)
+    assert optim.lr_at(50, cfg, 900.0) == pytest.approx(1e-4)  # past the budget: min_lr
+    no_warmup = config.apply(cfg, {"warmup_steps": 0}, "test")
+    assert optim.lr_at(0, no_warmup, 0.0) == pytest.approx(1e-3)
+
+
 def test_muon_takes_the_decoder_block_matrices_and_adamw_everything_else(tiny_encoder_dir):
     cfg = config.load_config(None, {"text_encoder_name": tiny_encoder_dir, "decoder_d_model": 64,
                                     "decoder_n_layer": 2, "decoder_n_head": 2, "mel_mean": -5.0,

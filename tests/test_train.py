@@ -75,6 +75,37 @@ def test_run_length_is_the_first_bound_reached(tiny_overrides, max_steps, max_ep
     assert last == pytest.approx(cfg.min_lr) and optim.lr_at(cfg.warmup_steps, cfg) < cfg.lr
 
 
+class SteadyClock:
+    """time.time for train.py, which reads it at each step's start and end: every step takes
+    exactly `step_seconds` of training time."""
+
+    def __init__(self, step_seconds: float):
+        self.now, self.step_seconds = 0.0, step_seconds
+
+    def time(self) -> float:
+        self.now += self.step_seconds
+        return self.now
+
+
+def test_seconds_schedule_runs_on_the_training_clock_across_a_resume(tiny_overrides,
+                                                                    monkeypatch):
+    import config
+    monkeypatch.setattr(train, "time", SteadyClock(1.0))
+    run = {**tiny_overrides, "lr_schedule_seconds": 10, "max_train_seconds": 10,
+           "warmup_steps": 0, "max_steps": 100, "log_interval": 1}
+    train.main(as_argv({**run, "max_train_seconds": 4}))
+    state = checkpoint.load(os.path.join(run["out_dir"], "latest.pt"))
+    assert (state["step"], state["train_seconds"]) == (4, 4.0)
+    train.main(as_argv(run))  # resumes at 4 s of the 10-s budget and schedule
+    assert checkpoint.load(os.path.join(run["out_dir"], "latest.pt"))["step"] == 10
+    cfg = config.load_config(None, {k: v for k, v in run.items() if k != "out_dir"})
+    lr = {r["step"]: r["optim/lr"] for r in read_metrics(run["out_dir"]) if "optim/lr" in r}
+    # step n starts at n - 1 seconds: the cosine over 10 s, not over steps, and not restarted
+    assert lr == {n: pytest.approx(optim.cosine(cfg, (n - 1) / 10)) for n in range(1, 11)}
+    step_sec = [r["time/step_sec"] for r in read_metrics(run["out_dir"]) if "time/step_sec" in r]
+    assert step_sec == [1.0] * 10  # the resumed window starts at the saved clock
+
+
 def test_resume_continues_with_the_same_losses(tiny_overrides, tmp_path):
     common = {**tiny_overrides, "lr_schedule_steps": 12, "max_steps": 12, "ema_decay": 0.9}
     straight = {**common, "out_dir": str(tmp_path / "straight")}
