@@ -31,6 +31,7 @@ sys.path.insert(0, REPO)
 import benchmark  # noqa: E402
 import checks  # noqa: E402
 from benchmark import PROTOCOL, BenchmarkError  # noqa: E402
+from evaluator import EvalError  # noqa: E402
 from metric import read_metrics  # noqa: E402
 
 FLOOR_VOCODERS = ("hifigan-LJSpeech", "hifigan-universal")
@@ -355,7 +356,7 @@ def main(argv=None) -> int:
                                  scored_only=args.scored_only)
             print(json.dumps({k: v for k, v in record.items() if k != "points"}))
             print(f"wrote {publish(record, args.run_dir, args.records)}")
-    except (BenchmarkError, OSError) as exc:
+    except (BenchmarkError, EvalError, OSError) as exc:  # EvalError: a kept mels.npz unread
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

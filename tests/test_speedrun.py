@@ -113,6 +113,16 @@ def test_a_run_off_the_protocol_is_refused(tiny_run, tmp_path):
         speedrun.check_protocol(str(tmp_path / "run"), TINY)
 
 
+def test_samples_of_a_step_without_kept_mels_is_one_line_naming_the_file(tiny_run, tmp_path,
+                                                                          capsys):
+    run, _, _ = tiny_run
+    rc = speedrun.main(["samples", run, "--step", "999999", "--name", "x",
+                        "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "step_999999" in err
+    assert len(err.strip().splitlines()) == 1 and os.listdir(tmp_path) == []
+
+
 def test_floors_score_transcripts_already_written_without_hearing_them_again(
         tmp_path, monkeypatch, tiny_dataset_with_test):
     """A floor run cut short keeps its transcripts; the next run scores them from their text
