@@ -284,29 +284,37 @@ def all_curves(records_dir: str) -> dict[str, list[dict]]:
 def publish_samples(run_dir: str, step: int, name: str, out_dir: str, n: int = 4,
                     protocol=PROTOCOL) -> float:
     """n evenly spaced test utterances of one scored evaluation: OUT/<name>_step<N>_<id>.wav
-    (the protocol's vocoding, as scored) beside its prompt in a .txt of the same name; returns
-    Whisper tiny.en's corpus WER on them, the listener the samples are published for."""
+    (the protocol's vocoding, as scored) beside its prompt in a .txt of the same name, and
+    OUT/report.html (each clip's player, mel, prompt and what Whisper tiny.en heard); returns
+    tiny.en's corpus WER on them, the listener the samples are published for."""
     import audio
     import evaluator
     from asr import load_asr
+    from report import write_report
     folder = os.path.join(run_dir, "eval", f"step_{step}", "test")
-    prompts, _, _ = evaluator.load_mels(os.path.join(folder, "mels.npz"))
-    chosen = evaluator.evenly_spaced(prompts, n)
-    missing = [pid for pid, _ in chosen
+    prompts, mels, _ = evaluator.load_mels(os.path.join(folder, "mels.npz"))
+    chosen = evaluator.evenly_spaced(list(zip(prompts, mels)), n)
+    missing = [pid for (pid, _), _ in chosen
                if not os.path.exists(os.path.join(folder, "scored", f"{pid}.wav"))]
     if missing:
         raise BenchmarkError(f"{folder}/scored/{missing[0]}.wav: missing; score the run first "
                              "(scripts/speedrun.py record)")
     os.makedirs(out_dir, exist_ok=True)
-    wavs = []
-    for pid, text in chosen:
-        stem = os.path.join(out_dir, f"{name}_step{step}_{pid}")
-        shutil.copyfile(os.path.join(folder, "scored", f"{pid}.wav"), f"{stem}.wav")
-        with open(f"{stem}.txt", "w", encoding="utf-8") as f:
+    published, wavs = [], []
+    for (pid, text), _ in chosen:
+        stem = f"{name}_step{step}_{pid}"
+        shutil.copyfile(os.path.join(folder, "scored", f"{pid}.wav"),
+                        os.path.join(out_dir, f"{stem}.wav"))
+        with open(os.path.join(out_dir, f"{stem}.txt"), "w", encoding="utf-8") as f:
             f.write(text + "\n")
-        wavs.append(audio.load_wav(f"{stem}.wav"))
-    _, corpus = evaluator.score(chosen, load_asr(protocol.asr, "tiny.en").transcribe(wavs))
-    print(f"{len(chosen)} samples in {out_dir}: Whisper tiny.en WER {100 * corpus['wer']:.2f}%")
+        published.append((stem, text))
+        wavs.append(audio.load_wav(os.path.join(out_dir, f"{stem}.wav")))
+    rows, corpus = evaluator.score(published, load_asr(protocol.asr, "tiny.en").transcribe(wavs))
+    summary = {"kind": f"{name}: test samples at step {step}", "vocoder": protocol.vocoder,
+               "whisper_model": "tiny.en", "n_prompts": len(rows), "wer": corpus["wer"]}
+    write_report(out_dir, rows, summary,
+                 mels={stem: (mel, None) for (stem, _), (_, mel) in zip(published, chosen)})
+    print(f"{len(rows)} samples in {out_dir}: Whisper tiny.en WER {100 * corpus['wer']:.2f}%")
     return corpus["wer"]
 
 

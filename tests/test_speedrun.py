@@ -1,6 +1,7 @@
 """scripts/speedrun.py: the protocol's overrides load as a config; a tiny run trained with them
 is scored point by point and becomes a record row, a folder and curves; a run whose evaluation
 strays from the protocol is refused."""
+import html
 import json
 import os
 import shutil
@@ -99,8 +100,12 @@ def test_samples_are_the_scored_test_wavs_with_their_prompts(tiny_run, tiny_asr,
     assert (stem.with_suffix(".txt")).read_text() == row["text"] + "\n"
     assert stem.with_suffix(".wav").read_bytes() == open(os.path.join(scored, f"{row['id']}.wav"),
                                                           "rb").read()
-    assert sorted(os.listdir(tmp_path)) == [f"{stem.name}.txt", f"{stem.name}.wav"]
+    assert sorted(os.listdir(tmp_path)) == ["report.html", f"{stem.name}.png",
+                                            f"{stem.name}.txt", f"{stem.name}.wav"]
     assert wer == pytest.approx(record["wer_heldout"])  # the same wav, the same tiny.en
+    page = (tmp_path / "report.html").read_text()
+    assert f'src="{stem.name}.wav"' in page and f'src="{stem.name}.png"' in page
+    assert html.escape(row["hypothesis"]) in page  # what tiny.en heard when the run was scored
 
 
 def test_a_run_off_the_protocol_is_refused(tiny_run, tmp_path):
