@@ -300,9 +300,10 @@ def publish_samples(run_dir: str, step: int, name: str, out_dir: str, n: int = 4
         raise BenchmarkError(f"{folder}/scored/{missing[0]}.wav: missing; score the run first "
                              "(scripts/speedrun.py record)")
     os.makedirs(out_dir, exist_ok=True)
-    published, wavs = [], []
-    for (pid, text), _ in chosen:
+    published, wavs, images = [], [], {}
+    for (pid, text), mel in chosen:
         stem = f"{name}_step{step}_{pid}"
+        images[stem] = (mel, None)  # no ground truth beside it: the run keeps none
         shutil.copyfile(os.path.join(folder, "scored", f"{pid}.wav"),
                         os.path.join(out_dir, f"{stem}.wav"))
         with open(os.path.join(out_dir, f"{stem}.txt"), "w", encoding="utf-8") as f:
@@ -312,8 +313,7 @@ def publish_samples(run_dir: str, step: int, name: str, out_dir: str, n: int = 4
     rows, corpus = evaluator.score(published, load_asr(protocol.asr, "tiny.en").transcribe(wavs))
     summary = {"kind": f"{name}: test samples at step {step}", "vocoder": protocol.vocoder,
                "whisper_model": "tiny.en", "n_prompts": len(rows), "wer": corpus["wer"]}
-    write_report(out_dir, rows, summary,
-                 mels={stem: (mel, None) for (stem, _), (_, mel) in zip(published, chosen)})
+    write_report(out_dir, rows, summary, mels=images)
     print(f"{len(rows)} samples in {out_dir}: Whisper tiny.en WER {100 * corpus['wer']:.2f}%")
     return corpus["wer"]
 
