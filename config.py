@@ -91,6 +91,8 @@ class TrainConfig:
     seed: int = 1234
     dtype: str = "bf16"  # bf16 autocast on CUDA; fp32 everywhere else
     compile: bool = False
+    cuda_graphs: bool = False  # with compile, on a GPU: replay each block's forward and
+    # backward as CUDA graphs (one per padded shape). One micro-batch per step: see trainer.py
 
     # Run directory, logging and checkpoints.
     out_dir: str = ".artifacts/local/run"
@@ -224,6 +226,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("config keys 'lr_schedule_steps'/'lr_schedule_seconds': set one (the "
                           f"cosine runs over steps or over training time), got "
                           f"{cfg.lr_schedule_steps}/{cfg.lr_schedule_seconds}")
+    if cfg.cuda_graphs and not cfg.compile:
+        raise ConfigError("config key 'cuda_graphs': replays the compiled blocks, so it needs "
+                          "compile: true")
     head_dim, rest = divmod(cfg.decoder_d_model, cfg.decoder_n_head)
     if rest or head_dim % 2:
         raise ConfigError(f"config keys 'decoder_d_model'/'decoder_n_head': {cfg.decoder_d_model}/"

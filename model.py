@@ -347,16 +347,18 @@ class FlowTTS(nn.Module):
             x = x + (grid[i + 1] - grid[i]) * velocity
         return x
 
-    def compile_decoder(self, sampling: bool = False) -> None:
+    def compile_decoder(self, sampling: bool = False, cuda_graphs: bool = False) -> None:
         """torch.compile with dynamic shapes: one graph serves every length. Training compiles
         each block on its own: the blocks share one graph, compiled in a fifth of the time of a
-        whole-decoder graph. Sampling compiles the whole decoder and replays CUDA graphs (one
-        per padded length): at batch 1 launching a step's kernels takes longer than running them."""
+        whole-decoder graph; cuda_graphs replays each block's kernels, forward and backward, as
+        one CUDA graph per padded shape. Sampling compiles the whole decoder and replays CUDA
+        graphs (one per padded length): at batch 1 launching a step's kernels takes longer than
+        running them."""
         if sampling:
             self.decoder.compile(dynamic=True, mode="reduce-overhead")
         else:
             for block in self.decoder.blocks:
-                block.compile(dynamic=True)
+                block.compile(dynamic=True, mode="reduce-overhead" if cuda_graphs else None)
 
     @property
     def samples_in_bf16(self) -> bool:

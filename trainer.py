@@ -64,6 +64,14 @@ class Trainer:
         self.cache = (TextFeatureCache(self.model.encode_texts, dataset.texts)
                       if cfg.cache_text_features and self.model.text_encoder.frozen else None)
         self.accum = grad_accum_steps(cfg, world_size)
+        if cfg.cuda_graphs and (self.accum > 1 or world_size > 1):
+            # A replayed backward leaves each parameter's gradient in the graph's memory, and
+            # autograd takes that tensor as p.grad without a copy: the next micro-batch's
+            # replay would overwrite it before the optimizer reads it (pytorch/pytorch#169545).
+            raise config_lib.ConfigError(
+                f"config key 'cuda_graphs': needs one micro-batch per step on one GPU, got "
+                f"{self.accum} micro-batch(es) on {world_size} GPU(s) (set effective_batch_size "
+                f"to batch_size, or 0)")
         use_bf16 = cfg.dtype == "bf16" and device.type == "cuda"
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16
                          else contextlib.nullcontext())
@@ -77,7 +85,7 @@ class Trainer:
     def wrap(self) -> None:
         """Compile and wrap for DDP; after weights are loaded, before the first step."""
         if self.cfg.compile:
-            self.model.compile_decoder()
+            self.model.compile_decoder(cuda_graphs=self.cfg.cuda_graphs)
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
@@ -95,6 +103,9 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
         forward = self.model if self.ddp is None else self.ddp  # DDP's forward syncs gradients
+        # A new step for the CUDA graphs (cuda_graphs): the last step's graph outputs are
+        # used up, their memory free for this step's replays.
+        torch.compiler.cudagraph_mark_step_begin()
         flow_loss = frames = padded = utterances = 0
         for micro in range(self.accum):
             epoch, position, batch = next(batches)

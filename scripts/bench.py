@@ -52,6 +52,9 @@ VARIANTS = {
     "compile_b64": {"compile": True, "batch_size": 64},
     # The decoder's head shape: 8 heads of 128 instead of the config's (4 of 256 by default).
     "compile_h8": {"compile": True, "decoder_n_head": 8},
+    # Each compiled block's forward and backward replayed as CUDA graphs.
+    "graphs": {"compile": True, "cuda_graphs": True},
+    "graphs_h8": {"compile": True, "cuda_graphs": True, "decoder_n_head": 8},
     "eager_fp32": {"compile": False, "dtype": "fp32"},
 }
 
@@ -291,7 +294,8 @@ def train_records(args, base, device, root: str):
         cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
                                       "out_dir": root}, f"variant {name}")
         about = {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
-                 "optimizer": cfg.optimizer, "decoder_n_head": cfg.decoder_n_head,
+                 "cuda_graphs": cfg.cuda_graphs, "optimizer": cfg.optimizer,
+                 "decoder_n_head": cfg.decoder_n_head,
                  "cache_text_features": cfg.cache_text_features,
                  "bucket_batches": cfg.bucket_batches}
         yield {**about, **bench_train(cfg, dataset, device, args.warmup, args.steps,

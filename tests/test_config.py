@@ -41,6 +41,7 @@ def test_unknown_key_names_it_and_lists_valid_keys(tmp_path):
     ("data_dir", "data/\x00x", "control character"),
     ("n_mels", "100", "must be 80"),
     ("decoder_n_head", "3", "even integer head size"),
+    ("cuda_graphs", "true", "needs compile: true"),
 ])
 def test_bad_values_are_named(key, value, message):
     with pytest.raises(ConfigError) as err:

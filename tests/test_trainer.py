@@ -22,6 +22,14 @@ def test_an_effective_batch_that_does_not_divide_is_refused():
         grad_accum_steps(cfg, 2)
 
 
+@pytest.mark.parametrize("accum, world", [(2, 1), (1, 2)])
+def test_cuda_graphs_refuse_more_than_one_micro_batch_per_gpu_step(tiny_overrides, accum, world):
+    cfg = config.load_config(None, {**tiny_overrides, "compile": True, "cuda_graphs": True,
+                                    "grad_accum_steps": accum})
+    with pytest.raises(config.ConfigError, match=f"cuda_graphs.*{accum} micro-batch.*{world} GPU"):
+        Trainer(cfg, PreparedDataset(cfg.data_dir), world, torch.device("cpu"))
+
+
 def micro_batches(dataset, cfg, row_groups):
     return [(0, i + 1, Collate(dataset, cfg)(rows)) for i, rows in enumerate(row_groups)]
 
