@@ -99,11 +99,19 @@ def device_record(device: torch.device, cfg_path: str) -> dict:
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
+def default_warmup(cfg, utterances: int, accum: int) -> int:
+    """Optimizer steps of warm-up: one epoch, or four with cuda_graphs. An epoch meets most
+    (frames, text length) shapes, each of which costs its first time an attention kernel
+    plan; a CUDA graph is recorded at a shape's second step and replayed from its third, and
+    the batches of a new epoch's shuffle have shapes the last one did not."""
+    epochs = 4 if cfg.cuda_graphs else 1
+    return epochs * -(-utterances // (cfg.batch_size * accum))
+
+
 def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps: int,
                 peak_tflops: float, profile_steps: int = 0) -> dict:
-    """Time `steps` optimizer steps after `warmup` (default: one epoch). The warm-up compiles,
-    and it meets the epoch's (frames, text length) shapes, each of which costs its first time
-    an attention kernel plan; a long run pays that once, so timing it would not be the
+    """Time `steps` optimizer steps after `warmup` (default: default_warmup). The warm-up
+    compiles and meets the shapes; a long run pays that once, so timing it would not be the
     steady state."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -112,7 +120,7 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
     rows = list(range(len(dataset)))
     batches = BatchStream(dataset, rows, cfg).iterate(0, 0)
     if warmup is None:
-        warmup = -(-len(rows) // (cfg.batch_size * trainer.accum))
+        warmup = default_warmup(cfg, len(rows), trainer.accum)
     t_compile = time.time()
     for step in tqdm(range(warmup), desc=f"warm-up (compile={cfg.compile})", mininterval=5):
         trainer.step(batches, lr_at(step, cfg))
@@ -254,7 +262,8 @@ def parse_args():
     parser.add_argument("--variants", type=comma_list("variant(s)", VARIANTS), default="eager,compile")
     parser.add_argument("--steps", type=positive, default=20)
     parser.add_argument("--warmup", type=count, default=None,
-                        help="training steps before timing (default: one epoch)")
+                        help="training steps before timing (default: one epoch, four with "
+                             "cuda_graphs)")
     parser.add_argument("--utterances", type=positive, default=2048)
     parser.add_argument("--texts", default=os.path.join(REPO, "..", "shared", "data",
                                                          "ljspeech_text", "metadata.csv"))

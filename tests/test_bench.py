@@ -34,6 +34,14 @@ def test_training_bench_warms_up_one_epoch_of_optimizer_steps(tiny_overrides, tm
     assert 0 <= record["padding_fraction"] < 0.5 and record["useful_frames_per_s"] > 0
 
 
+def test_cuda_graphs_warm_up_four_epochs_so_each_shape_is_replayed_when_timed():
+    bench = load_script("bench")
+    cfg = config_lib.load_config(None, {"batch_size": 8})
+    graphed = config_lib.apply(cfg, {"compile": True, "cuda_graphs": True}, "test")
+    assert bench.default_warmup(cfg, 100, accum=2) == 7  # 100 / 16, rounded up
+    assert bench.default_warmup(graphed, 100, accum=1) == 4 * 13
+
+
 def test_profile_sorts_kernels_by_the_work_they_do():
     category = load_script("bench_profile").kernel_category
     assert category("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16") == "attention"
