@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -108,6 +109,25 @@ def default_warmup(cfg, utterances: int, accum: int) -> int:
     return epochs * -(-utterances // (cfg.batch_size * accum))
 
 
+def counting_shapes(batches, shapes: list):
+    """Yield from `batches`, appending each micro-batch's (utterances, frames, text tokens)."""
+    for epoch, position, batch in batches:
+        shapes.append((batch.mel.shape[0], batch.mel.shape[1], batch.text_ids.shape[1]))
+        yield epoch, position, batch
+
+
+def shape_record(warmup_shapes: list, timed_shapes: list) -> dict:
+    """Distinct shapes the warm-up met, and the timed micro-batches whose shape was met for the
+    first or second time (a kernel plan, a CUDA graph's warm-up or recording): 0 says the
+    timed steps are the steady state."""
+    seen = Counter(warmup_shapes)
+    unsettled = 0
+    for shape in timed_shapes:
+        unsettled += seen[shape] < 2
+        seen[shape] += 1
+    return {"warmup_shapes": len(set(warmup_shapes)), "timed_unsettled_shapes": unsettled}
+
+
 def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps: int,
                 peak_tflops: float, profile_steps: int = 0) -> dict:
     """Time `steps` optimizer steps after `warmup` (default: default_warmup). The warm-up
@@ -118,7 +138,8 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
     trainer = Trainer(cfg, dataset, 1, device)
     trainer.wrap()
     rows = list(range(len(dataset)))
-    batches = BatchStream(dataset, rows, cfg).iterate(0, 0)
+    shapes = []
+    batches = counting_shapes(BatchStream(dataset, rows, cfg).iterate(0, 0), shapes)
     if warmup is None:
         warmup = default_warmup(cfg, len(rows), trainer.accum)
     t_compile = time.time()
@@ -135,6 +156,8 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
     marks.record()
     synchronize(device)
     seconds = time.time() - start
+    split = warmup * trainer.accum
+    shapes_seen = shape_record(shapes[:split], shapes[split:split + steps * trainer.accum])
     profiled = {}
     if profile_steps:
         count = iter(range(warmup + steps, warmup + steps + profile_steps))
@@ -152,7 +175,7 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
             "mfu": round(tflops / peak_tflops, 4), "warmup_s": round(warmup_s, 1),
             "utterances_per_step": cfg.batch_size * trainer.accum,
             "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            if device.type == "cuda" else None, **marks.spread(), **profiled}
+            if device.type == "cuda" else None, **marks.spread(), **shapes_seen, **profiled}
 
 
 class StepMarks:

@@ -32,6 +32,15 @@ def test_training_bench_warms_up_one_epoch_of_optimizer_steps(tiny_overrides, tm
     assert len(learning_rates) == 6 + 3
     assert record["utterances_per_step"] == 8
     assert 0 <= record["padding_fraction"] < 0.5 and record["useful_frames_per_s"] > 0
+    assert 1 <= record["warmup_shapes"] <= 12 and 0 <= record["timed_unsettled_shapes"] <= 6
+
+
+def test_shape_record_counts_timed_batches_whose_shape_is_not_yet_replayable():
+    bench = load_script("bench")
+    a, b, c = (32, 512, 128), (32, 528, 128), (32, 544, 64)
+    # a: met twice in the warm-up (replayed); b: once (its timed step records); c: new twice
+    record = bench.shape_record([a, a, b], [a, b, b, c, c, c])
+    assert record == {"warmup_shapes": 2, "timed_unsettled_shapes": 3}
 
 
 def test_cuda_graphs_warm_up_four_epochs_so_each_shape_is_replayed_when_timed():
