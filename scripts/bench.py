@@ -116,14 +116,14 @@ def counting_shapes(batches, shapes: list):
         yield epoch, position, batch
 
 
-def shape_record(warmup_shapes: list, timed_shapes: list) -> dict:
-    """Distinct shapes the warm-up met, and the timed micro-batches whose shape was met for the
-    first or second time (a kernel plan, a CUDA graph's warm-up or recording): 0 says the
-    timed steps are the steady state."""
+def shape_record(warmup_shapes: list, timed_shapes: list, settled_after: int) -> dict:
+    """Distinct shapes the warm-up met, and the timed micro-batches whose shape had been met
+    fewer than `settled_after` times before (1: its first step plans its kernels; 2 with CUDA
+    graphs: the second records the graph): 0 says the timed steps are the steady state."""
     seen = Counter(warmup_shapes)
     unsettled = 0
     for shape in timed_shapes:
-        unsettled += seen[shape] < 2
+        unsettled += seen[shape] < settled_after
         seen[shape] += 1
     return {"warmup_shapes": len(set(warmup_shapes)), "timed_unsettled_shapes": unsettled}
 
@@ -157,7 +157,8 @@ def bench_train(cfg, dataset: PreparedDataset, device, warmup: int | None, steps
     synchronize(device)
     seconds = time.time() - start
     split = warmup * trainer.accum
-    shapes_seen = shape_record(shapes[:split], shapes[split:split + steps * trainer.accum])
+    shapes_seen = shape_record(shapes[:split], shapes[split:split + steps * trainer.accum],
+                               2 if cfg.cuda_graphs else 1)
     profiled = {}
     if profile_steps:
         count = iter(range(warmup + steps, warmup + steps + profile_steps))

@@ -35,12 +35,14 @@ def test_training_bench_warms_up_one_epoch_of_optimizer_steps(tiny_overrides, tm
     assert 1 <= record["warmup_shapes"] <= 12 and 0 <= record["timed_unsettled_shapes"] <= 6
 
 
-def test_shape_record_counts_timed_batches_whose_shape_is_not_yet_replayable():
+def test_shape_record_counts_timed_batches_whose_shape_is_not_yet_in_its_steady_state():
     bench = load_script("bench")
     a, b, c = (32, 512, 128), (32, 528, 128), (32, 544, 64)
-    # a: met twice in the warm-up (replayed); b: once (its timed step records); c: new twice
-    record = bench.shape_record([a, a, b], [a, b, b, c, c, c])
+    # CUDA graphs: a met twice in the warm-up (replayed); b once (its timed step records);
+    # c new (warmed up, then recorded). Compiled only, a shape is settled once met.
+    record = bench.shape_record([a, a, b], [a, b, b, c, c, c], settled_after=2)
     assert record == {"warmup_shapes": 2, "timed_unsettled_shapes": 3}
+    assert bench.shape_record([a, a, b], [a, b, b, c, c, c], 1)["timed_unsettled_shapes"] == 1
 
 
 def test_cuda_graphs_warm_up_four_epochs_so_each_shape_is_replayed_when_timed():
