@@ -33,6 +33,19 @@ def grad_accum_steps(cfg, world_size: int) -> int:
     return steps
 
 
+def check_float8(device: torch.device) -> None:
+    """fp8_matmuls needs a GPU that multiplies float8 (compute capability 8.9+) and torchao."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        raise config_lib.ConfigError(
+            f"config key 'fp8_matmuls': needs a GPU with float8 matmuls (H100, H200: compute "
+            f"capability 8.9 or later), this run is on {device}")
+    try:
+        import torchao.float8  # noqa: F401
+    except ImportError:
+        raise config_lib.ConfigError("config key 'fp8_matmuls': needs torchao "
+                                     "(pip install torchao)") from None
+
+
 @dataclass
 class StepOutput:
     result: LossResult  # of the last micro-batch
@@ -56,6 +69,9 @@ class Trainer:
         self.cfg, self.world_size, self.device, self.rank = cfg, world_size, device, rank
         torch.manual_seed(cfg.seed)
         self.model = FlowTTS(cfg).to(device)
+        if cfg.fp8_matmuls:
+            check_float8(device)
+            self.model.decoder.float8_training()
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.optimizers = build_optimizers(self.model, cfg)
         self.trained = [p for p in self.model.parameters() if p.requires_grad]

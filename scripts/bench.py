@@ -56,6 +56,9 @@ VARIANTS = {
     # Each compiled block's forward and backward replayed as CUDA graphs.
     "graphs": {"compile": True, "cuda_graphs": True},
     "graphs_h8": {"compile": True, "cuda_graphs": True, "decoder_n_head": 8},
+    # The blocks' matmuls in float8 (torchao), but the self-attention's fused q/k/v.
+    "fp8": {"compile": True, "fp8_matmuls": True},
+    "fp8_h8": {"compile": True, "fp8_matmuls": True, "decoder_n_head": 8},
     "eager_fp32": {"compile": False, "dtype": "fp32"},
 }
 
@@ -327,7 +330,8 @@ def train_records(args, base, device, root: str):
         cfg = config_lib.apply(base, {**VARIANTS[name], "mel_mean": -5.5, "mel_std": 2.0,
                                       "out_dir": root}, f"variant {name}")
         about = {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
-                 "cuda_graphs": cfg.cuda_graphs, "optimizer": cfg.optimizer,
+                 "cuda_graphs": cfg.cuda_graphs, "fp8_matmuls": cfg.fp8_matmuls,
+                 "optimizer": cfg.optimizer,
                  "decoder_n_head": cfg.decoder_n_head,
                  "cache_text_features": cfg.cache_text_features,
                  "bucket_batches": cfg.bucket_batches}

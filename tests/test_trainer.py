@@ -30,6 +30,12 @@ def test_cuda_graphs_refuse_more_than_one_micro_batch_per_gpu_step(tiny_override
         Trainer(cfg, PreparedDataset(cfg.data_dir), world, torch.device("cpu"))
 
 
+def test_fp8_matmuls_refuse_a_device_without_float8(tiny_overrides):
+    cfg = config.load_config(None, {**tiny_overrides, "fp8_matmuls": True})
+    with pytest.raises(config.ConfigError, match="fp8_matmuls.*GPU with float8.*on cpu"):
+        Trainer(cfg, PreparedDataset(cfg.data_dir), 1, torch.device("cpu"))
+
+
 def micro_batches(dataset, cfg, row_groups):
     return [(0, i + 1, Collate(dataset, cfg)(rows)) for i, rows in enumerate(row_groups)]
 
