@@ -181,17 +181,6 @@ class MelDecoder(nn.Module):
             h = block(h, t_mod, text, text_mask, mel_mask, mel_rotation, text_rotation)
         return self.out_proj(self.norm(h))
 
-    def float8_training(self) -> None:
-        """Swap the blocks' Linear layers for torchao's Float8Linear: each matmul casts its
-        operands to float8 with one dynamic scale per tensor (amax / the format's max) and
-        returns bf16; the weights stay the same fp32 Parameters, so optimizers and checkpoints
-        see no difference. The self-attention's fused q/k/v matmul stays bf16: it reads the
-        q and kv weights, not their modules."""
-        from torchao.float8 import convert_to_float8_training
-        fused = ("self_attn.q", "self_attn.kv")
-        convert_to_float8_training(self.blocks, module_filter_fn=lambda module, name:
-                                   not name.endswith(fused))
-
     def rotations(self, text_mask, mel_mask):
         """RoPE (cos, sin) for mel frames 0..n-1 and for text tokens spread over the same span
         (token j of l at j * n_frames / l): zero relative rotation marks a monotonic alignment's

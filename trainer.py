@@ -46,6 +46,18 @@ def check_float8(device: torch.device) -> None:
                                      "(pip install torchao)") from None
 
 
+def float8_training(decoder) -> None:
+    """Swap the decoder blocks' Linear layers for torchao's Float8Linear: each matmul casts
+    its operands to float8 with one dynamic scale per tensor (amax / the format's max) and
+    returns bf16; the weights stay the same fp32 Parameters, so optimizers and checkpoints
+    see no difference. The self-attention's fused q/k/v matmul stays bf16: it reads the q
+    and kv weights, not their modules."""
+    from torchao.float8 import convert_to_float8_training
+    fused = ("self_attn.q", "self_attn.kv")
+    convert_to_float8_training(decoder.blocks, module_filter_fn=lambda module, name:
+                               not name.endswith(fused))
+
+
 @dataclass
 class StepOutput:
     result: LossResult  # of the last micro-batch
@@ -71,7 +83,7 @@ class Trainer:
         self.model = FlowTTS(cfg).to(device)
         if cfg.fp8_matmuls:
             check_float8(device)
-            self.model.decoder.float8_training()
+            float8_training(self.model.decoder)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.optimizers = build_optimizers(self.model, cfg)
         self.trained = [p for p in self.model.parameters() if p.requires_grad]

@@ -145,22 +145,6 @@ def test_bf16_decoder_weights_match_autocast_exactly(tiny):
     assert torch.equal(reference, cast_once)
 
 
-def test_float8_training_swaps_the_block_matmuls_but_the_fused_qkv_and_keeps_the_weights(tiny):
-    pytest.importorskip("torchao.float8", reason="torchao (requirements.txt) is not installed")
-    from torchao.float8.float8_linear import Float8Linear
-    model, cfg = tiny
-    before = dict(model.named_parameters())
-    model.decoder.float8_training()
-    swapped = sorted(name.split(".", 1)[1] for name, module in model.decoder.blocks.named_modules()
-                     if isinstance(module, Float8Linear))
-    assert swapped == sorted(["cross_attn.q", "cross_attn.kv", "cross_attn.proj", "mlp.fc",
-                              "mlp.proj", "self_attn.proj"] * cfg.decoder_n_layer)
-    assert type(model.decoder.blocks[0].self_attn.q) is torch.nn.Linear
-    assert type(model.decoder.in_proj) is torch.nn.Linear  # outside the blocks
-    after = dict(model.named_parameters())  # the same Parameters under the same names
-    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
-
-
 def plain_attention(attn, x, memory, key_mask, q_angles, k_angles):
     """model.Attention written the plain way: separate q and kv projections, heads moved to dim 1
     first, and RoPE as a complex rotation of (x[2i], x[2i+1]) by e^(i angle)."""

@@ -1,10 +1,12 @@
-"""trainer.py: micro-batches per step, what one step returns, and a non-finite step."""
+"""trainer.py: micro-batches per step, what one step returns, a non-finite step, and the speed
+switches' checks (CUDA graphs, float8)."""
 import pytest
 import torch
 
 import config
 from data import Collate, PreparedDataset
-from trainer import Trainer, grad_accum_steps
+from model import FlowTTS
+from trainer import Trainer, float8_training, grad_accum_steps
 
 
 @pytest.mark.parametrize("effective, batch, world, steps", [
@@ -34,6 +36,24 @@ def test_fp8_matmuls_refuse_a_device_without_float8(tiny_overrides):
     cfg = config.load_config(None, {**tiny_overrides, "fp8_matmuls": True})
     with pytest.raises(config.ConfigError, match="fp8_matmuls.*GPU with float8.*on cpu"):
         Trainer(cfg, PreparedDataset(cfg.data_dir), 1, torch.device("cpu"))
+
+
+def test_float8_training_swaps_the_block_matmuls_but_the_fused_qkv_and_keeps_the_weights(
+        tiny_overrides):
+    pytest.importorskip("torchao.float8", reason="torchao (requirements.txt) is not installed")
+    from torchao.float8.float8_linear import Float8Linear
+    cfg = config.load_config(None, {**tiny_overrides, "mel_mean": -5.0, "mel_std": 2.0})
+    model = FlowTTS(cfg)
+    before = dict(model.named_parameters())
+    float8_training(model.decoder)
+    swapped = sorted(name.split(".", 1)[1] for name, module in model.decoder.blocks.named_modules()
+                     if isinstance(module, Float8Linear))
+    assert swapped == sorted(["cross_attn.q", "cross_attn.kv", "cross_attn.proj", "mlp.fc",
+                              "mlp.proj", "self_attn.proj"] * cfg.decoder_n_layer)
+    assert type(model.decoder.blocks[0].self_attn.q) is torch.nn.Linear
+    assert type(model.decoder.in_proj) is torch.nn.Linear  # outside the blocks
+    after = dict(model.named_parameters())  # the same Parameters under the same names
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
 
 
 def micro_batches(dataset, cfg, row_groups):
