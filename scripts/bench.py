@@ -331,8 +331,7 @@ def train_records(args, base, device, root: str):
                                       "out_dir": root}, f"variant {name}")
         about = {"variant": name, "compile": cfg.compile, "dtype": cfg.dtype,
                  "cuda_graphs": cfg.cuda_graphs, "fp8_matmuls": cfg.fp8_matmuls,
-                 "optimizer": cfg.optimizer,
-                 "decoder_n_head": cfg.decoder_n_head,
+                 "optimizer": cfg.optimizer, "decoder_n_head": cfg.decoder_n_head,
                  "cache_text_features": cfg.cache_text_features,
                  "bucket_batches": cfg.bucket_batches}
         yield {**about, **bench_train(cfg, dataset, device, args.warmup, args.steps,
