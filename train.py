@@ -58,16 +58,23 @@ def resolve_run_length(cfg, batches_per_epoch: int, accum: int):
                             "run length")
 
 
-def describe_run(cfg, device, world_size: int, model: FlowTTS) -> dict:
-    """What a run needs to explain itself later: code version, libraries, hardware, sizes."""
+def code_revision(repo_dir: str) -> str:
+    """The checkout's commit, with "-dirty" when tracked files differ from it (a run from
+    edited code must not claim a clean commit); "unknown" outside a git checkout."""
     try:
-        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
-                                  timeout=10).stdout.strip()
+        revision = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7",
+                                   "--exclude=*"], capture_output=True, text=True,
+                                  cwd=repo_dir, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         revision = ""
+    return revision or "unknown"
+
+
+def describe_run(cfg, device, world_size: int, model: FlowTTS) -> dict:
+    """What a run needs to explain itself later: code version, libraries, hardware, sizes."""
     import transformers
-    return {"git_revision": revision or "unknown", "torch": torch.__version__,
+    return {"git_revision": code_revision(os.path.dirname(os.path.abspath(__file__))),
+            "torch": torch.__version__,
             "transformers": transformers.__version__, "python": sys.version.split()[0],
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "world_size": world_size, "parameters": model.parameter_counts()}

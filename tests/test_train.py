@@ -22,6 +22,21 @@ def losses(run_dir: str) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in read_metrics(run_dir) if "train/loss" in r}
 
 
+def test_a_run_names_its_commit_and_says_when_the_code_was_edited(tmp_path):
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                                       capture_output=True, text=True).stdout.strip()
+    assert train.code_revision(str(tmp_path)) == "unknown"  # not a checkout
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("d = 512\n")
+    git("add", "model.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    commit = git("rev-parse", "--short=7", "HEAD")
+    (tmp_path / "run.log").write_text("untracked files are not edits\n")
+    assert train.code_revision(str(tmp_path)) == commit
+    (tmp_path / "model.py").write_text("d = 1024\n")
+    assert train.code_revision(str(tmp_path)) == commit + "-dirty"
+
+
 def test_overfitting_four_utterances_halves_the_loss(tiny_overrides):
     overrides = {**tiny_overrides, "overfit_first_n_samples": 4, "max_steps": 150,
                  "text_condition_dropout": 0.0, "warmup_steps": 10, "lr": 3e-3,
