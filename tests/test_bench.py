@@ -1,10 +1,13 @@
-"""scripts/bench.py on CPU: the training benchmark warms up over one epoch before it times, its
-profile sorts GPU kernels by the work they do, its loss curves replay a seed, and its vocoder
-runs under the autocast asked for."""
+"""scripts/bench.py on CPU: the training benchmark warms up over one epoch before it times (four
+with CUDA graphs) and counts its shapes, its profile sorts GPU kernels by the work they do, its
+loss curves replay a seed and plot_losses overlays them, and its vocoder runs under the
+autocast asked for."""
 import argparse
+import json
 
 import pytest
 import torch
+from matplotlib.image import imread
 
 import config as config_lib
 from conftest import load_script
@@ -100,3 +103,23 @@ def test_vocoder_dtypes_run_the_vocoder_under_that_autocast_only():
     assert dtypes("fp32,fp16") == ["fp32", "fp16"]
     with pytest.raises(argparse.ArgumentTypeError, match="unknown vocoder dtype.s. 'fp8'"):
         dtypes("fp32,fp8")
+
+
+def test_plot_losses_overlays_the_curves_and_prints_how_far_apart_they_are(tmp_path, capsys):
+    script = load_script("plot_losses")
+    records = [{"mode": "train", "variant": "compile"},
+               {"mode": "losses", "variant": "compile", "flow_loss": [2.0, 1.0, 0.5]},
+               {"mode": "losses", "variant": "graphs", "code": "abc1234",
+                "flow_loss": [2.0, 1.01, 0.5]}]
+    path = tmp_path / "b.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "overlay.png"
+    assert script.main([str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert ("graphs @ abc1234 (b.jsonl:3): relative difference from the first curve, "
+            "median 0, max 0.01") in printed
+    assert imread(out).shape[:2] == (600, 900)
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps(records[1]) + "\n")
+    with pytest.raises(SystemExit):  # one curve: nothing to overlay
+        script.main([str(one), "--out", str(out)])
