@@ -42,10 +42,14 @@ def loss_curves(paths: list[str]) -> dict[str, np.ndarray]:
 
 
 def relative_differences(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """|loss - first curve's loss| / first curve's loss, step by step, for every other curve."""
+    """|loss - first curve's loss| / first curve's loss, step by step over the steps both
+    have, for every other curve."""
     reference = next(iter(curves.values()))
-    return {label: np.abs(curve - reference[:len(curve)]) / reference[:len(curve)]
-            for label, curve in list(curves.items())[1:]}
+    differences = {}
+    for label, curve in list(curves.items())[1:]:
+        n = min(len(curve), len(reference))
+        differences[label] = np.abs(curve[:n] - reference[:n]) / reference[:n]
+    return differences
 
 
 def plot(curves: dict[str, np.ndarray], differences: dict[str, np.ndarray], out: str) -> None:
