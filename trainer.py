@@ -33,8 +33,20 @@ def grad_accum_steps(cfg, world_size: int) -> int:
     return steps
 
 
-def check_float8(device: torch.device) -> None:
-    """fp8_matmuls needs a GPU that multiplies float8 (compute capability 8.9+) and torchao."""
+def check_speed_switches(cfg, accum: int, world_size: int, device: torch.device) -> None:
+    """The speed switches' needs, checked before anything is built. cuda_graphs: one
+    micro-batch per step on one GPU. A replayed backward leaves each parameter's gradient in
+    the graph's memory, and autograd takes that tensor as p.grad without a copy: the next
+    micro-batch's replay would overwrite it before the optimizer reads it
+    (pytorch/pytorch#169545). fp8_matmuls: a GPU that multiplies float8 (compute capability
+    8.9+) and torchao."""
+    if cfg.cuda_graphs and (accum > 1 or world_size > 1):
+        raise config_lib.ConfigError(
+            f"config key 'cuda_graphs': needs one micro-batch per step on one GPU, got "
+            f"{accum} micro-batch(es) on {world_size} GPU(s) (set effective_batch_size "
+            f"to batch_size, or 0)")
+    if not cfg.fp8_matmuls:
+        return
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
         raise config_lib.ConfigError(
             f"config key 'fp8_matmuls': needs a GPU with float8 matmuls (H100, H200: compute "
@@ -79,10 +91,11 @@ class Trainer:
     def __init__(self, cfg, dataset: PreparedDataset, world_size: int, device: torch.device,
                  rank: int = 0):
         self.cfg, self.world_size, self.device, self.rank = cfg, world_size, device, rank
+        self.accum = grad_accum_steps(cfg, world_size)
+        check_speed_switches(cfg, self.accum, world_size, device)
         torch.manual_seed(cfg.seed)
         self.model = FlowTTS(cfg).to(device)
         if cfg.fp8_matmuls:
-            check_float8(device)
             float8_training(self.model.decoder)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.optimizers = build_optimizers(self.model, cfg)
@@ -91,15 +104,6 @@ class Trainer:
                             if q.requires_grad] if self.ema else []
         self.cache = (TextFeatureCache(self.model.encode_texts, dataset.texts)
                       if cfg.cache_text_features and self.model.text_encoder.frozen else None)
-        self.accum = grad_accum_steps(cfg, world_size)
-        if cfg.cuda_graphs and (self.accum > 1 or world_size > 1):
-            # A replayed backward leaves each parameter's gradient in the graph's memory, and
-            # autograd takes that tensor as p.grad without a copy: the next micro-batch's
-            # replay would overwrite it before the optimizer reads it (pytorch/pytorch#169545).
-            raise config_lib.ConfigError(
-                f"config key 'cuda_graphs': needs one micro-batch per step on one GPU, got "
-                f"{self.accum} micro-batch(es) on {world_size} GPU(s) (set effective_batch_size "
-                f"to batch_size, or 0)")
         use_bf16 = cfg.dtype == "bf16" and device.type == "cuda"
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16
                          else contextlib.nullcontext())
