@@ -94,7 +94,8 @@ class TrainConfig:
     cuda_graphs: bool = False  # with compile, on a GPU: replay each block's forward and
     # backward as CUDA graphs (one per padded shape). One micro-batch per step: see trainer.py
     fp8_matmuls: bool = False  # the decoder blocks' Linear layers in float8 (torchao; a GPU
-    # with float8 matmuls: H100, H200). 7% slower than bf16 at ljspeech.yaml's shape (BENCHMARKS.md run 9)
+    # with float8 matmuls: H100, H200); 7% slower than bf16 at ljspeech.yaml's shape on an
+    # H200 (docs/BENCHMARKS.md, run 9), so no committed config turns it on
 
     # Run directory, logging and checkpoints.
     out_dir: str = ".artifacts/local/run"
